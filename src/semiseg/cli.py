@@ -1,0 +1,164 @@
+"""The ``semiseg`` command line: thin wrappers around the Python API.
+
+Exit codes: 0 success; 1 ``check`` found errors in the dataset; 2 bad input or options (the
+message names the file and the problem); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .utils import SemisegError
+
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("labeled cases (default: every training case with a label file)")
+    g.add_argument("--labeled", type=int, metavar="N",
+                   help="the first N labeled cases of the split's training list (splits.json order; "
+                        "sorted IDs without splits.json)")
+    g.add_argument("--labeled-list", metavar="FILE",
+                   help="case IDs: text (one per line), JSON list, or JSON object of lists "
+                        "(e.g. ssl_labeled_subsets.json, with --labeled-key)")
+    g.add_argument("--labeled-key", metavar="KEY", help="which list of a JSON object (a unique prefix is enough)")
+    g.add_argument("--fold", type=int, default=0, help="fold of splits.json (default 0)")
+
+
+def _progress(a) -> bool:
+    return not getattr(a, "quiet", False)
+
+
+def cmd_check(a) -> int:
+    from .check import check_dataset
+
+    rep = check_dataset(a.dataset, workers=a.workers, progress=_progress(a))
+    for p in rep.problems:
+        print(p)
+    print(rep.summary())
+    if a.json:
+        from .utils import write_json
+
+        write_json(rep.to_dict(), a.json)
+    return 0 if rep.ok else 1
+
+
+def cmd_plan(a) -> int:
+    from .plan import plan
+
+    p = plan(a.dataset, a.out, labeled=a.labeled, labeled_list=a.labeled_list, labeled_key=a.labeled_key,
+             fold=a.fold, memory_gb=a.memory_gb, seconds_per_iteration=a.seconds_per_iteration or None,
+             gpu_memory_gb=a.gpu_memory_gb, base_features=a.base_features, ct_stats=a.ct_stats,
+             ct_windows=a.ct_windows, forced_spacing=a.forced_spacing, forced_spacing_rule=a.forced_spacing_rule,
+             workers=a.workers, progress=_progress(a))
+    s = p["split"]
+    print(f"{p['dataset']}: {len(s['labeled'])} labeled, {len(s['unlabeled'])} unlabeled, {len(s['val'])} "
+          f"validation cases ({s['how']})")
+    print(f"target spacing (z, y, x) {[round(x, 4) for x in p['target_spacing']]} mm: {p['target_spacing_why']}")
+    for n in p["normalization"]:
+        print(f"channel {n['channel']}: {n['scheme']} - {n['why']}")
+    for name, c in p["configurations"].items():
+        g = c["gpu"]
+        print(f"{name}: patch {c['patch_size']} batch {c['batch_size']} stages {c['n_stages']} "
+              f"(~{c['estimated_memory_gb']} GB, ~{c['estimated_seconds_per_iteration']} s/it on this CPU); "
+              f"on a {p['budget']['gpu']['memory_gb']:g} GB GPU: patch {g['patch_size']} batch {g['batch_size']} "
+              f"stages {g['n_stages']}")
+        print(f"    why: {c['why']}")
+    print(f"wrote {a.out}/plans.json")
+    return 0
+
+
+def cmd_preprocess(a) -> int:
+    from .preprocess import preprocess
+
+    c = preprocess(a.work, workers=a.workers, progress=_progress(a))
+    print(f"preprocessed {c['done']} cases, skipped {c['skipped']} already done -> {a.work}/preprocessed")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .metrics import evaluate, format_table
+
+    s = evaluate(a.pred, a.gt, dataset_json=a.dataset_json, tolerance=a.tolerance, out=a.out,
+                 missing_as_empty=a.missing_as_empty, only_predicted=a.only_predicted, workers=a.workers,
+                 progress=_progress(a))
+    print(format_table(s))
+    print(f"{s['n_cases']} cases; per-case metrics.csv and summary.json in {a.out or a.pred}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+
+    run_demo(a.out, workers=a.workers, progress=_progress(a))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 3D medical image segmentation "
+                                 "on nnU-Net v2 raw datasets.")
+    ap.add_argument("--version", action="version", version=f"semiseg {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name, help_, fn):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        return p
+
+    p = add("check", "Check an nnU-Net v2 raw dataset; exit code 1 if it has errors.", cmd_check)
+    p.add_argument("dataset")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+    p = add("plan", "Fingerprint a dataset and write WORK/plans.json (2D and 3D configurations).", cmd_plan)
+    p.add_argument("dataset")
+    p.add_argument("-o", "--out", required=True, metavar="WORK", help="work folder (created)")
+    _add_split_args(p)
+    p.add_argument("--memory-gb", type=float, default=8.0, help="training memory budget on this machine (default 8)")
+    p.add_argument("--seconds-per-iteration", type=float, default=2.0,
+                   help="compute budget per training iteration on the CPU (default 2; 0 = none)")
+    p.add_argument("--gpu-memory-gb", type=float, default=10.0, help="GPU memory for the GPU variant (default 10)")
+    p.add_argument("--base-features", type=int, default=None, help="U-Net base width (default 16 CPU, 32 GPU)")
+    p.add_argument("--ct-stats", choices=["foreground", "all"], default=None,
+                   help="CT normalisation statistics: labeled foreground (nnU-Net) or all voxels of all "
+                        "scans (seed 003); default foreground, or all when nothing is labeled")
+    p.add_argument("--ct-windows", metavar="SPEC",
+                   help="CT windowing into channels: 'abdomen,chest,bone' or 'name:level:width,...'")
+    p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="forced inference spacing in mm (0 keeps the image's own on that axis; seed 003)")
+    p.add_argument("--forced-spacing-rule", choices=["fixed", "slices"], default="fixed",
+                   help="'slices': seed 003's slice-count rule for the z spacing")
+
+    p = add("preprocess", "Crop, normalise, resample and cache every case of WORK (resumable).", cmd_preprocess)
+    p.add_argument("work")
+
+    p = add("evaluate", "DSC, NSD, HD95 and ASD per case and class; metrics.csv + summary.json.", cmd_evaluate)
+    p.add_argument("pred", metavar="PRED_DIR")
+    p.add_argument("gt", metavar="GT_DIR")
+    p.add_argument("--dataset-json", help="class/region names (default: GT_DIR/../dataset.json if present)")
+    p.add_argument("--tolerance", default="2", help="NSD tolerance in mm: '2' or 'liver=5,spleen=2' (default 2)")
+    p.add_argument("-o", "--out", help="where to write metrics.csv and summary.json (default PRED_DIR)")
+    p.add_argument("--missing-as-empty", action="store_true", help="score missing predictions as empty masks")
+    p.add_argument("--only-predicted", action="store_true", help="score only references that have a prediction")
+
+    p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
+    p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except SemisegError as e:
+        print(f"semiseg {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"semiseg {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
