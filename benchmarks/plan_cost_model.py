@@ -65,12 +65,12 @@ def main():
         print(json.dumps(one(a._one[0], a._one[1], a.iters)))
         return
     rows = []
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                             cwd=HERE).stdout.strip()
     for d in a.datasets:
         work = HERE / "_work" / "plans" / d
-        if not (work / "plans.json").exists():
-            subprocess.run([sys.executable, "-m", "semiseg", "plan", str(DATA / d), "-o", str(work)], check=True)
+        subprocess.run([sys.executable, "-m", "semiseg", "plan", str(DATA / d), "-o", str(work), "-q"],
+                       check=True, stdout=subprocess.DEVNULL)
         for cfg in ("3d", "2d"):
             r = subprocess.run([sys.executable, __file__, "--_one", str(work / "plans.json"), cfg,
                                 "--iters", str(a.iters)], capture_output=True, text=True)

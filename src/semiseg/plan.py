@@ -48,10 +48,12 @@ CT_WINDOWS = {  # (level, width) in HU; seed 000 section 2.1 stacks abdomen, che
     "bone": (400.0, 1800.0),
 }
 
-# Cost model constants (documented in README "Planning"); measured on this 2-core machine with
-# torch 2.13 (conv3d fwd+bwd 160-500 GFLOP/s, elementwise ~4 GB/s) and for a mid-range GPU.
+# Cost model constants. CPU: calibrated on this 2-core machine with torch 2.13 by
+# benchmarks/plan_cost_model.py (a first guess of 1.2e11 FLOP/s, 4e9 B/s and 1 GB overhead
+# overestimated time 2-2.7x and memory 1.3-1.5x on the LA/ACDC plans). GPU: a mid-range card
+# in mixed precision, not calibrated here (no GPU on this machine).
 DEVICE_PROFILES = {
-    "cpu": {"conv_flops": 1.2e11, "mem_bandwidth": 4e9, "bytes_per_value": 4, "overhead_gb": 1.0},
+    "cpu": {"conv_flops": 2.4e11, "mem_bandwidth": 8e9, "bytes_per_value": 4, "overhead_gb": 0.45},
     "gpu": {"conv_flops": 2.0e13, "mem_bandwidth": 4e11, "bytes_per_value": 2, "overhead_gb": 1.5},
 }
 SAMPLES_PER_CASE = 10_000

@@ -1,0 +1,67 @@
+"""Small synthetic datasets in the nnU-Net v2 raw layout, made in seconds."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semiseg.io import Geometry, write_image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def geom(shape_zyx, spacing_xyz=(1.0, 1.0, 2.0), origin=(0.0, 0.0, 0.0), direction=None):
+    d = direction or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    return Geometry(tuple(spacing_xyz), tuple(origin), tuple(d), tuple(reversed(shape_zyx)))
+
+
+def blob_case(rng, shape=(10, 16, 20), n_classes=3):
+    """An image with a zero border (so cropping does something) and a label with n_classes-1 blobs."""
+    img = np.zeros(shape, np.float32)
+    lab = np.zeros(shape, np.uint8)
+    z, y, x = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    body = (slice(1, shape[0] - 1), slice(2, shape[1] - 2), slice(2, shape[2] - 2))
+    img[body] = 50 + rng.normal(0, 5, img[body].shape)
+    for c in range(1, n_classes):
+        cz, cy, cx = [rng.integers(s // 3, 2 * s // 3) for s in shape]
+        r = 2 + c
+        m = ((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2 <= r * r)
+        m &= img > 0
+        lab[m] = c
+        img[m] = 100 + 40 * c + rng.normal(0, 5, int(m.sum()))
+    return img, lab
+
+
+def make_dataset(root: Path, n: int = 4, shape=(10, 16, 20), spacing_xyz=(1.0, 1.0, 2.0), channels: int = 1,
+                 n_labeled: int | None = None, ending: str = ".nii.gz", splits: bool = True, seed: int = 0,
+                 channel_name: str = "MRI", n_val: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    ids = []
+    n_labeled = n if n_labeled is None else n_labeled
+    for i in range(n):
+        cid = f"CASE_{i:03d}"
+        ids.append(cid)
+        img, lab = blob_case(rng, shape)
+        g = geom(shape, spacing_xyz, origin=(10.0 * i, -5.0, 3.0))
+        for c in range(channels):
+            write_image(img * (1 + c), g, root / "imagesTr" / f"{cid}_{c:04d}{ending}")
+        if i < n_labeled:
+            write_image(lab, g, root / "labelsTr" / f"{cid}{ending}")
+    meta = {"channel_names": {str(c): channel_name for c in range(channels)},
+            "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": n, "file_ending": ending,
+            "name": "Tiny"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    if splits:
+        val = ids[:n_labeled][-n_val:] if n_val else []
+        train = [c for c in ids if c not in val]
+        (root / "splits.json").write_text(json.dumps([{"train": train, "val": val}]))
+    return root
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return make_dataset(tmp_path / "Tiny")
