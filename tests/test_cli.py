@@ -1,0 +1,34 @@
+"""The command line: demo end to end, python -m, help texts, clean errors."""
+import subprocess
+import sys
+
+from semiseg.cli import main
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "check:" in out and "0 errors" in out and "plan:" in out and "preprocess:" in out
+    assert (tmp_path / "demo" / "work" / "plans.json").exists()
+    assert (tmp_path / "demo" / "roundtrip_val" / "summary.json").exists()
+    # a second run replaces its own folder, but never a folder it did not make
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "precious.txt").write_text("x")
+    assert main(["demo", "-o", str(tmp_path / "other"), "-q"]) == 2
+    assert (tmp_path / "other" / "precious.txt").exists()
+
+
+def test_python_dash_m_and_help():
+    r = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("check", "plan", "preprocess", "evaluate", "demo"):
+        assert cmd in r.stdout
+
+
+def test_bad_option_is_a_clean_error(tiny, tmp_path, capsys):
+    assert main(["plan", str(tiny), "-o", str(tmp_path / "w"), "--labeled", "99", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "--labeled 99" in err and "Traceback" not in err
+    assert main(["preprocess", str(tmp_path / "nowork"), "-q"]) == 2
+    assert "plans.json" in capsys.readouterr().err

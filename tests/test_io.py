@@ -1,0 +1,80 @@
+"""Image IO keeps geometry, catches truncation and NaN, and writes atomically."""
+import numpy as np
+import pytest
+
+from semiseg import io as sio
+from semiseg.io import Geometry, read_image, write_image
+from semiseg.utils import SemisegError, atomic_path
+
+from conftest import geom
+
+
+@pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_round_trip_keeps_geometry(tmp_path, ending):
+    a = np.random.default_rng(0).normal(size=(5, 6, 7)).astype(np.float32)
+    d = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    g = geom(a.shape, (0.7, 0.8, 3.0), (1.5, -2.0, 30.0), d)
+    p = tmp_path / f"x{ending}"
+    write_image(a, g, p)
+    b, g2 = read_image(p)
+    np.testing.assert_allclose(a, b)
+    assert not g.mismatch(g2), g.mismatch(g2)
+    assert g2.spacing_zyx == pytest.approx((3.0, 0.8, 0.7))
+    assert g2.shape_zyx == a.shape
+
+
+def test_truncated_nifti_gz_is_an_error(tmp_path):
+    p = tmp_path / "x.nii.gz"
+    write_image(np.ones((20, 20, 20), np.float32), geom((20, 20, 20)), p)
+    p.write_bytes(p.read_bytes()[:-200])
+    with pytest.raises(SemisegError, match="truncated"):
+        read_image(p)
+
+
+def test_nan_in_nifti_is_seen(tmp_path):
+    a = np.ones((4, 5, 6), np.float32)
+    a[1, 2, 3] = np.nan
+    p = tmp_path / "x.nii.gz"
+    write_image(a, geom(a.shape), p)
+    b, _ = read_image(p)
+    assert np.isnan(b).sum() == 1  # SimpleITK alone would have returned 0 here
+    with pytest.raises(SemisegError, match="NaN"):
+        read_image(p, require_finite=True)
+
+
+def test_crash_during_write_leaves_nothing(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    p = tmp_path / "out.nii.gz"
+
+    def boom(img, path, *a):
+        open(path, "wb").write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", boom)
+    with pytest.raises(RuntimeError):
+        write_image(np.zeros((2, 2, 2), np.uint8), geom((2, 2, 2)), p)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    p = tmp_path / "f.txt"
+    p.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(p) as t:
+            t.write_text("half")
+            raise KeyboardInterrupt
+    assert p.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_geometry_mismatch_tolerance():
+    g = Geometry((1.0, 1.0, 2.0), (0, 0, 0), (1, 0, 0, 0, 1, 0, 0, 0, 1), (4, 4, 4))
+    assert not g.mismatch(Geometry((1.00001, 1.0, 2.0), (1e-5, 0, 0), g.direction, g.size))
+    assert g.mismatch(Geometry((1.1, 1.0, 2.0), g.origin, g.direction, g.size))
+    assert "origin" in g.mismatch(Geometry(g.spacing, (0.5, 0, 0), g.direction, g.size))[0]
+    assert "size" in g.mismatch(Geometry(g.spacing, g.origin, g.direction, (4, 4, 5)))[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SemisegError, match="not found"):
+        sio.read_image(tmp_path / "nope.nii.gz")

@@ -1,0 +1,101 @@
+"""Planning: nnU-Net's spacing rule, topology, budgets, normalisation choice, forced spacing."""
+import json
+
+import numpy as np
+import pytest
+
+from semiseg.plan import (Budget, estimate_cost, forced_inference_spacing, parse_windows, plan,
+                          plan_configuration, target_spacing, unet_topology)
+from semiseg.utils import SemisegError
+
+from conftest import make_dataset
+
+
+def test_target_spacing_median_and_anisotropic_rule():
+    sp = np.array([[1.0, 0.8, 0.8], [1.2, 0.8, 0.8], [1.1, 0.9, 0.9]])
+    sh = np.array([[100, 200, 200]] * 3)
+    t, why = target_spacing(sp, sh)
+    assert t == pytest.approx([1.1, 0.8, 0.8]) and why == "median spacing"
+    # thick slices, few of them: the coarse axis takes its 10th percentile
+    sp = np.array([[5.0, 1, 1]] * 2 + [[10.0, 1, 1]] * 8)
+    sh = np.array([[10, 256, 256]] * 10)
+    t, why = target_spacing(sp, sh)
+    assert t[0] == pytest.approx(5.0) and "anisotropic" in why
+
+
+def test_topology_does_not_pool_thick_axis_first():
+    topo = unet_topology([4.0, 1.0, 1.0], [16, 128, 128])
+    assert topo["pool_kernels"][0] == [1, 2, 2]  # z is 4x coarser: pool in-plane first
+    assert topo["conv_kernels"][0] == [1, 3, 3]  # and do not convolve across thick slices
+    assert topo["pool_kernels"][2] == [2, 2, 2]  # once spacings even out, pool all axes
+    assert topo["n_stages"] == 6
+
+
+def test_cost_grows_with_patch_and_batch():
+    topo = unet_topology([1, 1, 1], [64, 64, 64])
+    a = estimate_cost([64, 64, 64], topo, 1, 2, 16, 256, 2, "cpu")
+    b = estimate_cost([64, 64, 64], topo, 1, 2, 16, 256, 4, "cpu")
+    assert b["memory_gb"] > a["memory_gb"] and b["seconds"] == pytest.approx(2 * a["seconds"])
+
+
+@pytest.mark.parametrize("mem", [1.0, 4.0])
+def test_configuration_fits_budget(mem):
+    b = Budget("cpu", mem, 2.0, 16, 256)
+    c = plan_configuration([1.0, 1.0, 1.0], [160, 200, 200], 1, 3, b, 3, 1e9)
+    assert c["estimated_memory_gb"] <= mem + 1e-6 or "minimum" in c["why"]
+    assert c["estimated_seconds_per_iteration"] <= 2.0 + 1e-6
+    div = np.prod(np.array(c["pool_kernels"]), 0)
+    assert all(p % d == 0 for p, d in zip(c["patch_size"], div))
+    assert c["batch_size"] >= 2
+
+
+def test_smaller_budget_gives_smaller_patch():
+    big = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, Budget("cpu", 16, 8.0, 16, 256), 3, 1e9)
+    small = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, Budget("cpu", 16, 1.0, 16, 256), 3, 1e9)
+    assert np.prod(small["patch_size"]) < np.prod(big["patch_size"])
+
+
+def test_plan_on_dataset_writes_readable_plans(tiny, tmp_path):
+    p = plan(tiny, tmp_path / "work", progress=False, workers=1)
+    on_disk = json.loads((tmp_path / "work" / "plans.json").read_text())
+    assert on_disk["configurations"]["3d"]["patch_size"] == p["configurations"]["3d"]["patch_size"]
+    assert set(on_disk["configurations"]) == {"3d", "2d"}
+    assert "gpu" in on_disk["configurations"]["3d"]
+    assert on_disk["target_spacing"] == pytest.approx([2.0, 1.0, 1.0])  # z, y, x
+    assert on_disk["normalization"][0]["scheme"] == "zscore"
+    assert on_disk["configurations"]["2d"]["slice_axis"] == 0
+    assert json.loads((tmp_path / "work" / "split.json").read_text())["val"] == ["CASE_003"]
+
+
+def test_plan_refuses_work_inside_dataset(tiny):
+    with pytest.raises(SemisegError, match="inside the dataset"):
+        plan(tiny, tiny / "work", progress=False, workers=1)
+
+
+def test_ct_normalisation_and_windows(tmp_path):
+    root = make_dataset(tmp_path / "CT", channel_name="CT")
+    p = plan(root, tmp_path / "w1", progress=False, workers=1)
+    n = p["normalization"][0]
+    assert n["scheme"] == "ct" and n["stats"] == "foreground" and n["clip"][0] < n["clip"][1]
+    p = plan(root, tmp_path / "w2", ct_stats="all", progress=False, workers=1)
+    assert p["normalization"][0]["stats"] == "all_voxels"
+    p = plan(root, tmp_path / "w3", ct_windows="abdomen,chest,bone", progress=False, workers=1)
+    assert p["num_input_channels"] == 3 and p["normalization"][0]["scheme"] == "ct_windows"
+    assert parse_windows("liver:60:150")[0] == ("liver", 60.0, 150.0)
+    with pytest.raises(SemisegError):
+        parse_windows("nonsense")
+
+
+def test_unlabeled_scans_enter_the_all_voxel_statistics(tmp_path):
+    root = make_dataset(tmp_path / "D", n=6)
+    a = plan(root, tmp_path / "w1", labeled=1, progress=False, workers=1)
+    assert a["fingerprint"]["n_cases"] == 5 and a["fingerprint"]["n_labeled"] == 1
+    assert a["fingerprint"]["intensity"][0]["n_cases_foreground"] == 1
+
+
+def test_forced_spacing_rule_seed003():
+    f = [0.5, 0.75, 0.75]
+    assert forced_inference_spacing(f, [2.5, 0.8, 0.8], 100, "slices") == [2.5, 0.75, 0.75]
+    assert forced_inference_spacing(f, [1.0, 0.8, 0.8], 300, "slices") == [0.5, 0.75, 0.75]
+    assert forced_inference_spacing(f, [1.0, 0.8, 0.8], 1200, "slices") == pytest.approx([0.8, 0.75, 0.75])
+    assert forced_inference_spacing([None, 2.0, 2.0], [3.0, 1, 1], 10) == [3.0, 2.0, 2.0]
