@@ -1,0 +1,122 @@
+"""Resource profiling: wall time, peak memory and CPU use of a process and its children.
+
+:class:`ResourceSampler` samples, every ``interval`` seconds (0.1 s, the FLARE protocol), the
+resident memory summed over this process and all its descendants (worker processes included)
+and their CPU utilisation, read from ``/proc``; on CUDA it also records torch's peak GPU memory.
+It reports the peaks and the areas under the memory-time and CPU-utilisation-time curves
+(the FLARE efficiency measures). Linux only for the process-tree RSS; elsewhere it falls back to
+this process's own peak RSS.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except OSError:
+        return out
+    for k in kids:
+        out.append(k)
+        out.extend(_children(k))
+    return out
+
+
+def _rss_and_cpu(pid: int) -> tuple[int, int]:
+    """(resident bytes, user+system clock ticks) of one process, 0s if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            rss = int(f.read().split()[1]) * _PAGE
+        with open(f"/proc/{pid}/stat") as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        ticks = int(parts[11]) + int(parts[12])
+        return rss, ticks
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
+class ResourceSampler:
+    """``with ResourceSampler() as s: ...`` then ``s.result()``: wall_s, peak_rss_mb (process tree),
+    rss_auc_mb_s, cpu_util_auc (CPU-utilisation x seconds, 1.0 = one full core), mean_cpu_util,
+    and on CUDA peak_gpu_mb."""
+
+    def __init__(self, interval: float = 0.1, pid: int | None = None):
+        self.interval = interval
+        self.pid = pid or os.getpid()
+        self.samples: list[tuple[float, float, float]] = []  # (t, rss bytes, cpu cores busy)
+        self._stop = threading.Event()
+        self._ticks: dict[int, int] = {}
+        self._gone_ticks = 0
+
+    def _sample(self):
+        pids = [self.pid] + _children(self.pid)
+        rss = 0
+        ticks = 0
+        now = {}
+        for p in pids:
+            r, t = _rss_and_cpu(p)
+            rss += r
+            now[p] = t
+        # processes that ended keep their last tick count, so CPU time never goes backwards
+        for p, t in self._ticks.items():
+            if p not in now:
+                self._gone_ticks += t
+        self._ticks = now
+        ticks = sum(now.values()) + self._gone_ticks
+        return rss, ticks
+
+    def _run(self):
+        last_t, last_ticks = time.perf_counter(), self._sample()[1]
+        while not self._stop.wait(self.interval):
+            rss, ticks = self._sample()
+            t = time.perf_counter()
+            cpu = (ticks - last_ticks) / _HZ / max(t - last_t, 1e-9)
+            self.samples.append((t, rss, max(cpu, 0.0)))
+            last_t, last_ticks = t, ticks
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+        except Exception:  # torch absent or no CUDA: nothing to reset
+            pass
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.t1 = time.perf_counter()
+        return False
+
+    def result(self) -> dict:
+        wall = self.t1 - self.t0
+        s = self.samples
+        own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = max([x[1] for x in s], default=0) / 2 ** 20
+        out = {"wall_s": wall, "peak_rss_mb": max(peak, 0.0) or own_peak}
+        if len(s) > 1:
+            rss_auc = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(s, s[1:])) / 2 ** 20
+            cpu_auc = sum((b[0] - a[0]) * b[2] for a, b in zip(s, s[1:]))
+            out.update(rss_auc_mb_s=rss_auc, cpu_util_auc=cpu_auc, mean_cpu_util=cpu_auc / max(s[-1][0] - s[0][0], 1e-9))
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        except Exception:
+            pass
+        return out
