@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from semiseg.check import check_dataset
+from semiseg.checking import check_dataset
 from semiseg.cli import main
 from semiseg.io import read_image, write_image
 

@@ -32,3 +32,14 @@ def test_bad_option_is_a_clean_error(tiny, tmp_path, capsys):
     assert "--labeled 99" in err and "Traceback" not in err
     assert main(["preprocess", str(tmp_path / "nowork"), "-q"]) == 2
     assert "plans.json" in capsys.readouterr().err
+
+
+def test_top_level_api_matches_the_cli(tiny, tmp_path):
+    import semiseg
+
+    rep = semiseg.check(tiny, workers=1, progress=False)
+    assert rep.ok
+    p = semiseg.plan(tiny, tmp_path / "w", workers=1, progress=False)
+    assert semiseg.preprocess(tmp_path / "w", workers=1, progress=False)["done"] == 4
+    import semiseg.planning as planning  # the modules stay importable beside the functions
+    assert planning.load_plans(tmp_path / "w")["target_spacing"] == p["target_spacing"]

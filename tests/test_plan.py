@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from semiseg.plan import (Budget, estimate_cost, forced_inference_spacing, parse_windows, plan,
+from semiseg.planning import (Budget, estimate_cost, forced_inference_spacing, parse_windows, plan,
                           plan_configuration, target_spacing, unet_topology)
 from semiseg.utils import SemisegError
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from semiseg import io as sio
-from semiseg import preprocess as pp
-from semiseg.plan import plan
-from semiseg.preprocess import load_case, preprocess, resample_label, restore_label
+from semiseg import preprocessing as pp
+from semiseg.planning import plan
+from semiseg.preprocessing import load_case, preprocess, resample_label, restore_label
 
 from conftest import make_dataset
 
@@ -103,7 +103,7 @@ def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):
         opened.append(str(path))
         return real(path, *a, **k)
 
-    import semiseg.plan as splan
+    import semiseg.planning as splan
     monkeypatch.setattr(splan, "read_image", spy)
     monkeypatch.setattr(pp, "read_image", spy)
     work = tmp_path / "w"

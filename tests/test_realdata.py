@@ -1,7 +1,7 @@
 """`semiseg check` on the real datasets in ../shared/data (skipped when absent)."""
 import pytest
 
-from semiseg.check import check_dataset
+from semiseg.checking import check_dataset
 
 from conftest import SHARED_DATA
 

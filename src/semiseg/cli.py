@@ -29,9 +29,9 @@ def _progress(a) -> bool:
 
 
 def cmd_check(a) -> int:
-    from .check import check_dataset
+    from .checking import check_dataset
 
-    rep = check_dataset(a.dataset, workers=a.workers, progress=_progress(a))
+    rep = check_dataset(a.dataset, workers=a.workers, progress=_progress(a), tolerance=a.tolerance)
     for p in rep.problems:
         print(p)
     print(rep.summary())
@@ -43,7 +43,7 @@ def cmd_check(a) -> int:
 
 
 def cmd_plan(a) -> int:
-    from .plan import plan
+    from .planning import plan
 
     p = plan(a.dataset, a.out, labeled=a.labeled, labeled_list=a.labeled_list, labeled_key=a.labeled_key,
              fold=a.fold, memory_gb=a.memory_gb, seconds_per_iteration=a.seconds_per_iteration or None,
@@ -68,7 +68,7 @@ def cmd_plan(a) -> int:
 
 
 def cmd_preprocess(a) -> int:
-    from .preprocess import preprocess
+    from .preprocessing import preprocess
 
     c = preprocess(a.work, workers=a.workers, progress=_progress(a))
     print(f"preprocessed {c['done']} cases, skipped {c['skipped']} already done -> {a.work}/preprocessed")
@@ -87,7 +87,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .synthetic import run_demo
 
     run_demo(a.out, workers=a.workers, progress=_progress(a))
     return 0
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", "Check an nnU-Net v2 raw dataset; exit code 1 if it has errors.", cmd_check)
     p.add_argument("dataset")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="geometry tolerance: relative for spacing, x largest spacing for origin (default 1e-4)")
 
     p = add("plan", "Fingerprint a dataset and write WORK/plans.json (2D and 3D configurations).", cmd_plan)
     p.add_argument("dataset")

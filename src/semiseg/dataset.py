@@ -94,7 +94,7 @@ def regions_from_labels(labels: dict) -> dict[str, list[int]]:
 
 class Dataset:
     """An nnU-Net v2 raw dataset. ``Dataset.load(path)`` raises SemisegError on structural errors;
-    :func:`semiseg.check.check_dataset` reports every problem instead."""
+    :func:`semiseg.checking.check_dataset` reports every problem instead."""
 
     def __init__(self, root: Path, meta: dict, cases: dict[str, Case], test_cases: dict[str, Case],
                  splits: list[dict] | None):
@@ -107,7 +107,7 @@ class Dataset:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, root: str | os.PathLike) -> "Dataset":
-        from .check import scan_structure
+        from .checking import scan_structure
 
         ds, problems = scan_structure(Path(root))
         errors = [p for p in problems if p.severity == "error"]

@@ -100,10 +100,10 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
              progress: bool = True, log=print) -> dict:
     """Generate the synthetic dataset and run check -> plan -> preprocess -> evaluate."""
-    from .check import check_dataset
+    from .checking import check_dataset
     from .metrics import evaluate, format_table
-    from .plan import plan
-    from .preprocess import preprocess, restore_label, load_case
+    from .planning import plan
+    from .preprocessing import preprocess, restore_label, load_case
     from .io import write_image as _write
 
     out = Path(out).resolve()

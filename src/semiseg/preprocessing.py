@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .dataset import Case, Dataset, Split
 from .io import Geometry, read_image
-from .plan import load_plans, nonzero_bbox
+from .planning import load_plans, nonzero_bbox
 from .utils import SemisegError, parallel_map, read_json, save_npy, write_json
 
 LOCS_PER_CLASS = 10_000
