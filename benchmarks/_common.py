@@ -27,15 +27,19 @@ def machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cores"
 
 
-def append_rows(rows: list[dict]) -> None:
-    new = not CSV.exists()
-    with open(CSV, "a", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+def append_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Append rows (stamped with date, commit and machine) to a CSV, writing its header if new."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
         if new:
             w.writeheader()
         for r in rows:
-            r = {"date": datetime.date.today().isoformat(), "commit": commit(), "machine": machine(), **r}
-            w.writerow(r)
+            w.writerow({"date": datetime.date.today().isoformat(), "commit": commit(), "machine": machine(), **r})
+
+
+def append_rows(rows: list[dict]) -> None:
+    append_csv(CSV, COLUMNS, rows)
     write_markdown()
 
 

@@ -9,17 +9,14 @@ peak RSS with the plan's estimates. Rows go to benchmarks/cost_model.csv.
     python benchmarks/plan_cost_model.py [--datasets LA ACDC] [--iters 4]
 """
 import argparse
-import csv
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+from _common import DATA, HERE, append_csv
 
 
 def one(plans_path: str, config: str, iters: int) -> dict:
@@ -65,8 +62,6 @@ def main():
         print(json.dumps(one(a._one[0], a._one[1], a.iters)))
         return
     rows = []
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
     for d in a.datasets:
         work = HERE / "_work" / "plans" / d
         subprocess.run([sys.executable, "-m", "semiseg", "plan", str(DATA / d), "-o", str(work), "-q"],
@@ -78,19 +73,12 @@ def main():
                 print(r.stderr[-2000:])
                 continue
             m = json.loads(r.stdout.strip().splitlines()[-1])
-            m.update(dataset=d, config=cfg, commit=commit, date=time.strftime("%Y-%m-%d"))
+            m.update(dataset=d, config=cfg)
             print(m)
             rows.append(m)
-    out = HERE / "cost_model.csv"
-    keys = ["date", "commit", "dataset", "config", "patch", "batch", "estimated_s_per_it", "measured_s_per_it",
-            "estimated_memory_mb", "measured_peak_rss_mb"]
-    new = not out.exists()
-    with open(out, "a", newline="") as f:
-        w = csv.DictWriter(f, keys, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        for r in rows:
-            w.writerow(r)
+    append_csv(HERE / "cost_model.csv", ["date", "commit", "dataset", "config", "patch", "batch",
+                                          "estimated_s_per_it", "measured_s_per_it", "estimated_memory_mb",
+                                          "measured_peak_rss_mb"], rows)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,14 @@ def test_multichannel_with_mask_normalisation(tmp_path):
     assert abs(float(np.mean(data[1]))) < 1e-3  # plain z-score
     locs = np.load(work / "preprocessed" / "CASE_001_locs.npy")
     assert set(locs[:, 0]) <= {1, 2} and (seg[tuple(locs[:, 1:].T)] == locs[:, 0]).all()
+
+
+def test_replanning_with_fewer_labels_drops_stale_label_cache(tiny, tmp_path):
+    work = tmp_path / "w"
+    plan(tiny, work, progress=False, workers=1)
+    preprocess(work, progress=False, workers=1)
+    assert (work / "preprocessed" / "CASE_002_seg.npy").exists()
+    plan(tiny, work, labeled=1, progress=False, workers=1)
+    assert preprocess(work, progress=False, workers=1) == {"done": 2, "skipped": 2}
+    assert not (work / "preprocessed" / "CASE_002_seg.npy").exists()
+    assert load_case(work, "CASE_002")[1] is None

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .io import SUPPORTED_ENDINGS
-from .utils import SemisegError, read_json
+from .utils import SemisegError
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
 

@@ -240,6 +240,9 @@ def _preprocess_case(args) -> tuple[str, str]:
         save_npy(seg, out_dir / f"{case.id}_seg.npy")
         save_npy(class_locations(seg, seed), out_dir / f"{case.id}_locs.npy")
         props["classes_present"] = sorted(int(c) for c in np.unique(seg))
+    else:  # labeled under an earlier split, unlabeled now: its old label cache must not linger
+        for suffix in ("_seg.npy", "_locs.npy"):
+            (out_dir / f"{case.id}{suffix}").unlink(missing_ok=True)
     props.update({"id": case.id, "has_label": with_label, "plan_hash": h,
                   "images": [str(p) for p in case.images]})
     write_json(props, pj)
