@@ -1,8 +1,8 @@
 """Does the planner's cost model (memory, seconds per iteration) match reality on this machine?
 
 For each dataset's 3D and 2D plan (written by `semiseg plan` into benchmarks/_work/plans/NAME),
-build the planned U-Net (MONAI DynUNet with the planned kernels, strides and features, deep
-supervision, instance norm), run a few training iterations (SGD, Dice+CE on random data of the
+build the planned U-Net (the registry's `dynunet`: MONAI DynUNet with the planned kernels,
+strides and features, deep supervision, instance norm), run a few training iterations (SGD, Dice+CE on random data of the
 planned patch and batch) in a fresh process, and compare the measured seconds per iteration and
 peak RSS with the plan's estimates. Rows go to benchmarks/cost_model.csv.
 
@@ -22,16 +22,12 @@ from _common import DATA, HERE, append_csv
 def one(plans_path: str, config: str, iters: int) -> dict:
     import torch
     from monai.losses import DiceCELoss
-    from monai.networks.nets import DynUNet
+    from semiseg.nets import create_network
 
     torch.set_num_threads(os.cpu_count() or 1)
     p = json.load(open(plans_path))
     c = p["configurations"][config]
-    dim = len(c["patch_size"])
-    strides = [[1] * dim] + c["pool_kernels"]
-    net = DynUNet(dim, p["num_input_channels"], p["num_classes"], c["conv_kernels"], strides, strides[1:],
-                  filters=c["features_per_stage"], norm_name="instance", deep_supervision=True,
-                  deep_supr_num=max(1, c["n_stages"] - 2), res_block=False)
+    net = create_network("dynunet", c, p["num_input_channels"], p["num_classes"])
     opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
     loss = DiceCELoss(to_onehot_y=True, softmax=True)
     b = c["batch_size"]
