@@ -103,9 +103,8 @@ def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):
         opened.append(str(path))
         return real(path, *a, **k)
 
-    import semiseg.planning as splan
-    monkeypatch.setattr(splan, "read_image", spy)
-    monkeypatch.setattr(pp, "read_image", spy)
+    import semiseg.dataset as sds
+    monkeypatch.setattr(sds, "read_image", spy)  # every case read (plan and preprocess) goes through it
     work = tmp_path / "w"
     p = plan(root, work, labeled=2, progress=False, workers=1)
     unl = p["split"]["unlabeled"]

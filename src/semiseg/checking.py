@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import (CHANNEL_RE, REQUIRED_KEYS, Case, Dataset, declared_label_values,
-                      strip_ending, unsafe_case_id)
+from .dataset import (CHANNEL_RE, GEOMETRY_TOLERANCE, REQUIRED_KEYS, Case, Dataset, declared_label_values,
+                      label_problems, strip_ending, unsafe_case_id)
 from .io import SUPPORTED_ENDINGS, Geometry, read_image
 from .utils import SemisegError, parallel_map
 
@@ -131,7 +131,7 @@ def _check_meta(meta: object, path: Path, P: list[Problem]) -> bool:
     return True
 
 
-def _list_cases(folder: Path, ending: str, n_ch: int, P: list[Problem], kind: str) -> dict[str, Case]:
+def _list_cases(folder: Path, ending: str, n_ch: int, P: list[Problem]) -> dict[str, Case]:
     """Group ``CASE_XXXX<ending>`` files of an images folder into cases; report strays."""
     files: dict[str, dict[int, Path]] = {}
     lower_seen: dict[str, str] = {}
@@ -246,7 +246,7 @@ def scan_structure(root: Path) -> tuple[Dataset | None, list[Problem]]:
     if not imdir.is_dir():
         P.append(Problem("error", str(imdir), "imagesTr folder not found", "layout"))
         return None, P
-    cases = _list_cases(imdir, ending, n_ch, P, "train")
+    cases = _list_cases(imdir, ending, n_ch, P)
     if not cases:
         P.append(Problem("error", str(imdir), f"no images named CASE_0000{ending}", "layout"))
     lbdir = root / "labelsTr"
@@ -276,18 +276,23 @@ def scan_structure(root: Path) -> tuple[Dataset | None, list[Problem]]:
     test_cases: dict[str, Case] = {}
     tsdir = root / "imagesTs"
     if tsdir.is_dir():
-        test_cases = _list_cases(tsdir, ending, n_ch, P, "test")
+        test_cases = _list_cases(tsdir, ending, n_ch, P)
     splits = _check_splits(root, cases, P)
     ds = Dataset(root, meta, cases, test_cases, splits)
     return ds, P
 
 
 # --------------------------------------------------------------------------- voxel data
-_SPATIAL_TOL = 1e-4  # relative spacing tolerance; origin tolerance scales with spacing
 
 
-def _geom_problem(ref: Geometry, g: Geometry, tol: float) -> list[str]:
-    return ref.mismatch(g, tol)
+def _read_or_report(f: Path, P: list[Problem]):
+    """read_image, or None after recording why the file cannot be read."""
+    try:
+        return read_image(f)
+    except SemisegError as e:
+        kind = "truncated" if "truncated" in str(e) else "unreadable"
+        P.append(Problem("error", str(f), str(e).split(": ", 1)[-1], kind))
+        return None
 
 
 def _check_case(args) -> tuple[list[Problem], dict]:
@@ -297,12 +302,10 @@ def _check_case(args) -> tuple[list[Problem], dict]:
     info: dict = {"id": case.id}
     ref: Geometry | None = None
     for k, f in enumerate(case.images):
-        try:
-            arr, g = read_image(f)
-        except SemisegError as e:
-            kind = "truncated" if "truncated" in str(e) else "unreadable"
-            P.append(Problem("error", str(f), str(e).split(": ", 1)[-1], kind))
+        got = _read_or_report(f, P)
+        if got is None:
             continue
+        arr, g = got
         if arr.ndim != 3 or g.ndim != 3:
             P.append(Problem("error", str(f), f"image is {g.ndim}D with array shape {list(arr.shape)}; "
                              "3D expected", "dimension"))
@@ -320,46 +323,27 @@ def _check_case(args) -> tuple[list[Problem], dict]:
             ref = g
             info["geometry"] = g.to_dict()
         else:
-            mm = _geom_problem(ref, g, tol)
+            mm = ref.mismatch(g, tol)
             if mm:
                 P.append(Problem("error", str(f), f"channel {k} disagrees with channel 0 "
                                  f"({case.images[0].name}): " + "; ".join(mm), "channel_geometry"))
         del arr
     if with_label and case.label is not None:
         f = case.label
-        try:
-            lab, g = read_image(f)
-        except SemisegError as e:
-            kind = "truncated" if "truncated" in str(e) else "unreadable"
-            P.append(Problem("error", str(f), str(e).split(": ", 1)[-1], kind))
+        got = _read_or_report(f, P)
+        if got is None:
             return P, info
-        if lab.ndim != 3:
-            P.append(Problem("error", str(f), f"label is {g.ndim}D with array shape {list(lab.shape)}; "
-                             "3D expected", "dimension"))
-            return P, info
-        if np.issubdtype(lab.dtype, np.floating):
-            if not np.all(np.isfinite(lab)):
-                P.append(Problem("error", str(f), "label has NaN or Inf voxels", "non_finite"))
-                return P, info
-            frac = lab != np.round(lab)
-            if frac.any():
-                P.append(Problem("error", str(f), f"{int(frac.sum())} non-integer label values "
-                                 f"(e.g. {float(lab[frac].flat[0]):g})", "non_integer_label"))
-                return P, info
-            lab = lab.astype(np.int64)
-        elif not np.issubdtype(lab.dtype, np.integer) and lab.dtype != np.bool_:
-            P.append(Problem("error", str(f), f"unsupported label type {lab.dtype}", "unreadable"))
+        lab, problems = label_problems(got[0], label_values)
+        g = got[1]
+        P.extend(Problem("error", str(f), msg, kind) for kind, msg in problems)
+        if lab is None:
             return P, info
         present = sorted(int(v) for v in np.unique(lab))
         info["present"] = present
-        bad = [v for v in present if v not in label_values]
-        if bad:
-            P.append(Problem("error", str(f), f"label values {bad} are not declared in dataset.json "
-                             f"(declared: {sorted(label_values)})", "undeclared_label"))
         if present == [0]:
             P.append(Problem("warning", str(f), "label is all background", "empty_label"))
         if ref is not None:
-            mm = _geom_problem(ref, g, tol)
+            mm = ref.mismatch(g, tol)
             if mm:
                 P.append(Problem("error", str(f), f"label disagrees with image {case.images[0].name}: "
                                  + "; ".join(mm), "label_geometry"))
@@ -367,7 +351,7 @@ def _check_case(args) -> tuple[list[Problem], dict]:
 
 
 def check_dataset(root, workers: int | None = None, progress: bool = True,
-                  tolerance: float = _SPATIAL_TOL) -> CheckReport:
+                  tolerance: float = GEOMETRY_TOLERANCE) -> CheckReport:
     """Check a dataset; returns a :class:`CheckReport` (``report.ok`` is False on errors)."""
     root = Path(root)
     ds, P = scan_structure(root)

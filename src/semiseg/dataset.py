@@ -31,7 +31,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .io import SUPPORTED_ENDINGS
+import numpy as np
+
+from .io import SUPPORTED_ENDINGS, Geometry, read_image
 from .utils import SemisegError
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
@@ -224,6 +226,65 @@ class Dataset:
         chosen_set = set(chosen)
         unlabeled = [c for c in train if c not in chosen_set]
         return Split(list(chosen), unlabeled, list(val), how)
+
+
+GEOMETRY_TOLERANCE = 1e-4  # relative for spacing; times the largest spacing for origin (see Geometry.mismatch)
+
+
+def label_problems(lab: np.ndarray, declared) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
+    """Validate a label array: (integer label map or None if unusable, [(kind, message), ...]).
+
+    Kinds: ``dimension``, ``non_finite``, ``non_integer_label``, ``unreadable`` (voxel type),
+    ``undeclared_label``. ``semiseg check`` reports them all; :func:`read_case_label` raises the
+    first.
+    """
+    if lab.ndim != 3:
+        return None, [("dimension", f"label is {lab.ndim}D with array shape {list(lab.shape)}; 3D expected")]
+    if np.issubdtype(lab.dtype, np.floating):
+        if not np.all(np.isfinite(lab)):
+            return None, [("non_finite", "label has NaN or Inf voxels")]
+        frac = lab != np.round(lab)
+        if frac.any():
+            return None, [("non_integer_label", f"{int(frac.sum())} non-integer label values "
+                                                f"(e.g. {float(lab[frac].flat[0]):g})")]
+        lab = lab.astype(np.int64)
+    elif not np.issubdtype(lab.dtype, np.integer) and lab.dtype != np.bool_:
+        return None, [("unreadable", f"unsupported label type {lab.dtype}")]
+    bad = sorted(set(int(v) for v in np.unique(lab)) - set(declared))
+    if bad:
+        return lab, [("undeclared_label", f"label values {bad} are not declared in dataset.json "
+                                          f"(declared: {sorted(declared)})")]
+    return lab, []
+
+
+def read_case_image(case: Case, tol: float = GEOMETRY_TOLERANCE) -> tuple[np.ndarray, Geometry]:
+    """All channels of a case as float32 (C, z, y, x) and the geometry of channel 0. Raises
+    SemisegError naming the file for unreadable, non-3D or non-finite channels, or channels that
+    disagree in geometry."""
+    chans, geom = [], None
+    for f in case.images:
+        a, g = read_image(f, require_finite=True)
+        if a.ndim != 3:
+            raise SemisegError(f"{f}: {a.ndim}D image, 3D expected (run `semiseg check`)")
+        if geom is None:
+            geom = g
+        elif geom.mismatch(g, tol):
+            raise SemisegError(f"{f}: geometry differs from channel 0: " + "; ".join(geom.mismatch(g, tol)))
+        chans.append(a.astype(np.float32, copy=False))
+    return np.stack(chans), geom
+
+
+def read_case_label(case: Case, geom: Geometry, declared, tol: float = GEOMETRY_TOLERANCE) -> np.ndarray:
+    """The case's label map as integers, checked against the image geometry ``geom`` and the
+    ``declared`` label values. Raises SemisegError naming the file."""
+    lab, lg = read_image(case.label, require_finite=True)
+    mm = geom.mismatch(lg, tol)
+    if mm:
+        raise SemisegError(f"{case.label}: label geometry differs from the image: " + "; ".join(mm))
+    lab, problems = label_problems(lab, declared)
+    if problems:
+        raise SemisegError(f"{case.label}: {problems[0][1]}")
+    return lab
 
 
 def read_case_list(path: str | os.PathLike, key: str | None = None) -> list[str]:

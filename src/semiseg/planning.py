@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .dataset import Dataset, Split
-from .io import read_image
+from .dataset import Dataset, Split, declared_label_values, read_case_image, read_case_label
 from .utils import SemisegError, parallel_map, read_json, write_json
 
 CT_WINDOWS = {  # (level, width) in HU; seed 000 section 2.1 stacks abdomen, chest and bone windows
@@ -81,16 +80,9 @@ def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
 
 
 def _fingerprint_case(args) -> dict:
-    case, labeled, seed = args
+    case, labeled, declared, seed = args
     rng = np.random.default_rng(seed)
-    chans, geom = [], None
-    for f in case.images:
-        a, g = read_image(f, require_finite=True)
-        if a.ndim != 3:
-            raise SemisegError(f"{f}: {a.ndim}D image, 3D expected (run `semiseg check`)")
-        chans.append(a.astype(np.float32, copy=False))
-        geom = geom or g
-    img = np.stack(chans)
+    img, geom = read_case_image(case)
     bbox = nonzero_bbox(img)
     sl = tuple(slice(lo, hi) for lo, hi in bbox)
     cropped = img[(slice(None),) + sl]
@@ -101,8 +93,7 @@ def _fingerprint_case(args) -> dict:
            "channels": []}
     fg = None
     if labeled and case.label is not None:
-        lab, _ = read_image(case.label, require_finite=True)
-        fg = lab[sl] > 0
+        fg = read_case_label(case, geom, declared)[sl] > 0
     for c in range(img.shape[0]):
         v = cropped[c]
         flat = v.ravel()
@@ -132,7 +123,8 @@ def fingerprint(ds: Dataset, split: Split, workers: int | None = None, progress:
     """Spacings, shapes and intensity statistics of all training cases (labeled and unlabeled)."""
     ids = list(split.labeled) + list(split.unlabeled)
     labeled = set(split.labeled)
-    jobs = [(ds.cases[c], c in labeled, seed + i) for i, c in enumerate(ids)]
+    declared = declared_label_values(ds.labels)
+    jobs = [(ds.cases[c], c in labeled, declared, seed + i) for i, c in enumerate(ids)]
     # per-case results hold float32 samples (10,000 voxels per channel): ~80 MB for 2,000 scans
     per_case = list(parallel_map(_fingerprint_case, jobs, workers=workers, desc="fingerprint",
                                  progress=progress))
@@ -321,23 +313,19 @@ def plan_configuration(spacing, median_shape, in_ch: int, n_classes: int, budget
         over_time = budget.seconds_per_iteration is not None and c["seconds"] > budget.seconds_per_iteration
         if not (over_mem or over_time):
             break
-        if np.prod(patch) <= 8 ** dim:
+        # shrink the axis furthest above the median shape (ties: the larger axis) by one pooling step
+        ratio = patch / median_shape
+        cand = [a for a in range(dim) if patch[a] > 8]
+        new = patch.copy()
+        if cand:
+            ax = max(cand, key=lambda a: (ratio[a], patch[a]))
+            new[ax] = max(8, patch[ax] - int(topo["divisible_by"][ax]))
+            new, new_topo = fit(new)
+        if not cand or np.array_equal(new, patch):
             reasons.append("patch at its minimum; the budget cannot be met")
             break
-        ratio = patch / median_shape
-        # reduce the axis that is largest relative to the median shape (ties: the largest axis)
-        ax = int(np.lexsort((patch, ratio))[-1])
-        step = int(topo["divisible_by"][ax])
-        new = patch.copy()
-        new[ax] = max(patch[ax] - step, 8)
-        if new[ax] == patch[ax]:
-            cand = [a for a in range(dim) if patch[a] > 8]
-            if not cand:
-                break
-            ax = max(cand, key=lambda a: patch[a])
-            new[ax] = max(8, patch[ax] - max(1, int(topo["divisible_by"][ax])))
         reasons.append("memory" if over_mem else "compute")
-        patch, topo = fit(new)
+        patch, topo = new, new_topo
     # batch: largest that fits both budgets (both costs are affine in the batch size)
     one, zero = cost(patch, topo, 1), cost(patch, topo, 0)
     limits = {
@@ -443,6 +431,10 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     if ct_stats not in (None, "foreground", "all", "all_voxels"):
         raise SemisegError(f"--ct-stats {ct_stats!r}: use foreground or all")
     ct_stats = "all_voxels" if ct_stats == "all" else ct_stats
+    if forced_spacing:
+        if len(forced_spacing) != 3:
+            raise SemisegError("--forced-spacing needs three values (z y x; 0 keeps the image's own)")
+        forced_inference_spacing(forced_spacing, [1.0, 1.0, 1.0], 100, forced_spacing_rule)  # validates the rule
     ds = Dataset.load(dataset)
     split = ds.split(labeled=labeled, labeled_list=labeled_list, labeled_key=labeled_key, fold=fold)
     fp = fingerprint(ds, split, workers=workers, progress=progress)
@@ -495,10 +487,6 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
         "configurations": configs,
         "fingerprint": {k: v for k, v in fp.items() if k not in ("spacings", "shapes_after_crop", "cases")},
     }
-    if forced_spacing:
-        if len(forced_spacing) != 3:
-            raise SemisegError("--forced-spacing needs three values (z y x; 0 keeps the image's own)")
-        forced_inference_spacing(plans["forced_spacing"]["spacing"], tgt, 100, forced_spacing_rule)
     out.mkdir(parents=True, exist_ok=True)
     write_json(fp, out / "fingerprint.json", indent=None)
     write_json(split.to_dict(), out / "split.json")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .dataset import Case, Dataset, Split
-from .io import Geometry, read_image
+from .dataset import Dataset, Split, declared_label_values, read_case_image, read_case_label
+from .io import Geometry
 from .planning import load_plans, nonzero_bbox
 from .utils import SemisegError, parallel_map, read_json, save_npy, write_json
 
@@ -145,22 +145,6 @@ def plan_hash(plans: dict) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def read_case(case: Case) -> tuple[np.ndarray, Geometry]:
-    """All channels of a case as (C, z, y, x) and the geometry of channel 0; checks that the
-    channels agree and that the voxels are finite."""
-    chans, geom = [], None
-    for f in case.images:
-        a, g = read_image(f, require_finite=True)
-        if a.ndim != 3:
-            raise SemisegError(f"{f}: {a.ndim}D image, 3D expected")
-        if geom is None:
-            geom = g
-        elif geom.mismatch(g):
-            raise SemisegError(f"{f}: geometry differs from channel 0: " + "; ".join(geom.mismatch(g)))
-        chans.append(a)
-    return np.stack(chans), geom
-
-
 def preprocess_arrays(image: np.ndarray, geom: Geometry, plans: dict, seg: np.ndarray | None = None,
                       spacing: list | None = None):
     """Crop, normalise and resample one case given as arrays. Returns (data, seg, properties).
@@ -219,19 +203,10 @@ def _preprocess_case(args) -> tuple[str, str]:
                 return case.id, "skipped"
         except json.JSONDecodeError:
             pass
-    image, geom = read_case(case)
+    image, geom = read_case_image(case)
     seg = None
     if with_label:
-        lab, lg = read_image(case.label, require_finite=True)
-        mm = geom.mismatch(lg)
-        if mm:
-            raise SemisegError(f"{case.label}: label geometry differs from the image: " + "; ".join(mm))
-        if np.issubdtype(lab.dtype, np.floating) and np.any(lab != np.round(lab)):
-            raise SemisegError(f"{case.label}: non-integer label values")
-        declared = set(_declared(plans))
-        bad = sorted(set(np.unique(lab).astype(int).tolist()) - declared)
-        if bad:
-            raise SemisegError(f"{case.label}: label values {bad} are not declared in dataset.json")
+        lab = read_case_label(case, geom, declared_label_values(plans["labels"]))
         seg = lab.astype(_label_dtype(plans["num_classes"]))
     data, seg, props = preprocess_arrays(image, geom, plans, seg)
     del image
@@ -247,12 +222,6 @@ def _preprocess_case(args) -> tuple[str, str]:
                   "images": [str(p) for p in case.images]})
     write_json(props, pj)
     return case.id, "done"
-
-
-def _declared(plans: dict) -> list[int]:
-    from .dataset import declared_label_values
-
-    return sorted(declared_label_values(plans["labels"]))
 
 
 def preprocess(work: str | Path, workers: int | None = None, progress: bool = True) -> dict:

@@ -104,7 +104,6 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     from .metrics import evaluate, format_table
     from .planning import plan
     from .preprocessing import preprocess, restore_label, load_case
-    from .io import write_image as _write
 
     out = Path(out).resolve()
     if fresh and out.exists():
@@ -146,7 +145,7 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     for cid in plans["split"]["val"]:
         _data, seg, props = load_case(out / "work", cid)
         lab, geom = restore_label(np.asarray(seg), props)
-        _write(lab, geom, rt / f"{cid}.nii.gz")
+        write_image(lab, geom, rt / f"{cid}.nii.gz")
     summary = evaluate(rt, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
                        progress=progress)
     log("[demo] evaluate (validation labels after the preprocessing round trip; no model yet):")
