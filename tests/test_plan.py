@@ -99,3 +99,15 @@ def test_forced_spacing_rule_seed003():
     assert forced_inference_spacing(f, [1.0, 0.8, 0.8], 300, "slices") == [0.5, 0.75, 0.75]
     assert forced_inference_spacing(f, [1.0, 0.8, 0.8], 1200, "slices") == pytest.approx([0.8, 0.75, 0.75])
     assert forced_inference_spacing([None, 2.0, 2.0], [3.0, 1, 1], 10) == [3.0, 2.0, 2.0]
+
+
+def test_plan_names_a_label_that_does_not_fit_its_image(tiny, tmp_path):
+    from semiseg.io import read_image, write_image
+
+    from conftest import geom
+
+    p = tiny / "labelsTr" / "CASE_001.nii.gz"
+    a, g = read_image(p)
+    write_image(a[:, :, :-2].copy(), geom(a[:, :, :-2].shape, g.spacing, g.origin), p)
+    with pytest.raises(SemisegError, match="CASE_001.nii.gz: label geometry differs"):
+        plan(tiny, tmp_path / "w", progress=False, workers=1)
