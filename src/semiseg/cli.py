@@ -86,6 +86,70 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _train_config(a):
+    from .config import TrainConfig
+    from .dataset import read_case_list
+    from .planning import load_plans
+    from .utils import read_json
+
+    labeled = None
+    if a.labeled_list:
+        labeled = read_case_list(a.labeled_list, a.labeled_key)
+    elif a.labeled is not None:
+        load_plans(a.work)
+        split = read_json(f"{a.work}/split.json", "split.json")
+        if not 0 < a.labeled <= len(split["labeled"]):
+            raise SemisegError(f"--labeled {a.labeled}: the plan has {len(split['labeled'])} labeled cases")
+        labeled = split["labeled"][:a.labeled]
+    opts = {}
+    if a.base_features:
+        opts["base_features"] = a.base_features
+    if a.depth:
+        opts["depth"] = a.depth
+    aug = {"enabled": not a.no_augment}
+    if a.elastic is not None:
+        aug["p_elastic"] = a.elastic
+    return TrainConfig(configuration=a.config, method=a.method, network=a.network, network_options=opts,
+                       patch_size=a.patch_size, batch_size=a.batch_size, labeled=labeled, minutes=a.minutes,
+                       iterations=a.iterations, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
+                       loss=a.loss, fg_oversample=a.fg_oversample, aug=aug, val_every=a.val_every,
+                       val_step=a.val_step, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
+
+
+def cmd_train(a) -> int:
+    from .engine import train
+
+    if a.resume:
+        from .config import TrainConfig
+        from .utils import read_json
+
+        cfg = TrainConfig.from_dict(read_json(f"{a.out}/config.json", "run configuration (nothing to resume?)"))
+    else:
+        cfg = _train_config(a)
+    s = train(a.work, a.out, cfg, resume=a.resume, progress=_progress(a))
+    if s:
+        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
+              f"run in {a.out}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .infer import predict_folder
+
+    r = predict_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
+                       forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
+                       largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
+                       device=a.device, progress=_progress(a))
+    print(f"predicted {r['done']} cases, skipped {r['skipped']} already done -> {r['out']}")
+    if a.profile and r["rows"]:
+        import statistics
+
+        secs = [x["seconds"] for x in r["rows"]]
+        print(f"median {statistics.median(secs):.2f} s per case, peak RSS {max(x['peak_rss_mb'] for x in r['rows']):.0f} MB "
+              f"-> {a.profile}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .synthetic import run_demo
 
@@ -142,6 +206,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="where to write metrics.csv and summary.json (default PRED_DIR)")
     p.add_argument("--missing-as-empty", action="store_true", help="score missing predictions as empty masks")
     p.add_argument("--only-predicted", action="store_true", help="score only references that have a prediction")
+
+    p = add("train", "Train a model on a preprocessed work folder (supervised or semi-supervised).", cmd_train)
+    p.add_argument("work", metavar="WORK")
+    p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
+    p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
+    p.add_argument("--method", default="supervised", help="training method (default supervised)")
+    p.add_argument("--network", default="dynunet",
+                   help="registered network: dynunet (nnU-Net's U-Net, default), unet, unetr, swinunetr, vnet")
+    p.add_argument("--base-features", type=int, help="network width (first-stage features)")
+    p.add_argument("--depth", type=int, help="network depth (stages)")
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--batch-size", type=int, help="override the plan's batch size (global, over all processes)")
+    g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")
+    g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split")
+    g.add_argument("--labeled-list", metavar="FILE", help="case IDs (text or JSON; with --labeled-key for an object)")
+    g.add_argument("--labeled-key", metavar="KEY")
+    g = p.add_argument_group("budget and schedule")
+    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the schedule fits it)")
+    g.add_argument("--iterations", type=int, help="iteration budget")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--loss", choices=["dice_ce", "dice", "ce"], default="dice_ce")
+    g.add_argument("--fg-oversample", type=float, default=0.33, help="share of patches centred on foreground")
+    g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
+    g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
+    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget)")
+    g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto", help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16)")
+    g.add_argument("--device", help="torch device (default cuda when available)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from checkpoints/latest.pt")
+
+    p = add("predict", "Predict images with one or more trained runs (ensemble) into OUT_DIR.", cmd_predict)
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="images, nnU-Net naming CASE_0000.ext")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
+    p.add_argument("--nets", nargs="+", help="predict with these networks of each run only (e.g. one net of a pair)")
+    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch (0.5)")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x in 3D)")
+    p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="resample inputs to this spacing before prediction (default: the plan's)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with the probabilities")
+    p.add_argument("--largest-component", action="store_true", help="keep each class's largest component")
+    p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
+    p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
+    p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")

@@ -1,0 +1,103 @@
+"""Supervised lower and upper bounds in a wall-clock training budget (GUIDE section 6).
+
+Plans and preprocesses the dataset once (every labeled training case of splits.json fold 0
+labeled, its `val` part for validation), trains `semiseg train` with the labeled subset from
+`ssl_labeled_subsets.json` (or all) for `--minutes` on this machine, then predicts the validation
+cases with `semiseg predict --profile` (best checkpoint, chosen on validation) and scores them with
+`semiseg evaluate` against the original labels, in the original geometry. One row per run in
+results.csv.
+
+    python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --minutes 30
+    python benchmarks/train_bounds.py --dataset ACDC --subset labeled_7 --minutes 30
+    python benchmarks/train_bounds.py --dataset LA --subset all --minutes 30 -- --batch-size 4
+Arguments after `--` go to `semiseg train` (and are recorded in the row's notes).
+"""
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from _common import DATA, HERE, append_rows
+
+
+def sh(args, **kw):
+    p = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], text=True, **kw)
+    if p.returncode:
+        sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}")
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="LA")
+    ap.add_argument("--subset", default="labeled_8", help="key prefix of ssl_labeled_subsets.json, or 'all'")
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--config", default="3d")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="name suffix of the run folder")
+    ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+    ap.add_argument("train_args", nargs="*")
+    a = ap.parse_args()
+    from semiseg.profile import ResourceSampler
+
+    ds = DATA / a.dataset
+    work = HERE / "_work" / a.dataset
+    if not (work / "preprocessed" / "summary.json").exists():
+        sh(["plan", ds, "-o", work, "-q"])
+        sh(["preprocess", work, "-q"])
+    name = f"{a.dataset}-{a.subset}-{a.config}{('-' + a.tag) if a.tag else ''}-s{a.seed}"
+    run = HERE / "_work" / "runs" / name
+    if run.exists() and not a.resume:
+        shutil.rmtree(run)
+    cmd = ["train", work, "-o", run, "--config", a.config, "--minutes", a.minutes, "--seed", a.seed, "-q", *a.train_args]
+    if a.subset != "all":
+        cmd += ["--labeled-list", ds / "ssl_labeled_subsets.json", "--labeled-key", a.subset]
+    if a.resume:
+        cmd = ["train", work, "-o", run, "--resume", "-q"]
+    with ResourceSampler(interval=0.5) as s:
+        sh(cmd)
+    tr = s.result()
+    summ = json.loads((run / "summary.json").read_text())
+
+    split = json.loads((work / "split.json").read_text())
+    imgs = HERE / "_work" / f"{a.dataset}_val_images"
+    imgs.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((ds / "dataset.json").read_text())
+    for cid in split["val"]:
+        for f in (ds / "imagesTr").glob(f"{cid}_*{meta['file_ending']}"):
+            if not (imgs / f.name).exists():
+                (imgs / f.name).symlink_to(f)
+    pred = run / "pred_val"
+    shutil.rmtree(pred, ignore_errors=True)
+    sh(["predict", run, "-i", imgs, "-o", pred, "--profile", run / "predict_profile.csv", "-q"])
+    sh(["evaluate", pred, ds / "labelsTr", "--only-predicted", "--tolerance", a.tolerance, "-q"],
+       stdout=subprocess.DEVNULL)
+    ev = json.loads((pred / "summary.json").read_text())
+    import csv
+
+    prof = list(csv.DictReader(open(run / "predict_profile.csv")))
+    per_class = "; ".join(f"{k} DSC {v['dsc']['mean']:.4f} NSD {v['nsd']['mean']:.4f} HD95 {v['hd95']['mean']:.2f}"
+                          for k, v in ev["per_region"].items())
+    cfg = json.loads((run / "config.json").read_text())
+    row = {"benchmark": "supervised_bounds", "dataset": a.dataset, "labeled": summ["labeled"],
+           "unlabeled": 0, "method": "supervised", "networks": cfg["network"] + f" ({a.config})",
+           "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
+           "split": f"splits.json fold 0 val ({summ['val']} cases)",
+           "dsc": f"{ev["mean_over_regions"]['dsc']:.4f}", "nsd": f"{ev["mean_over_regions"]['nsd']:.4f}", "hd95": f"{ev["mean_over_regions"]['hd95']:.2f}",
+           "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
+           "predict_s_per_case": f"{statistics.median(float(r['seconds']) for r in prof):.2f}",
+           "predict_peak_rss_mb": f"{max(float(r['peak_rss_mb']) for r in prof):.0f}",
+           "wall_s": f"{tr['wall_s']:.0f}",
+           "notes": f"subset {a.subset}; best val (pseudo) Dice {summ['best_val_dice']:.4f} at it "
+                    f"{summ['best_iteration']}; {summ['seconds_per_iteration']} s/it; CPU use {summ['mean_cpu_util']} "
+                    f"cores; NSD tol {a.tolerance} mm; {per_class}; train args: {' '.join(a.train_args) or 'defaults'}"}
+    append_rows([row])
+    print(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()

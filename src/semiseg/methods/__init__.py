@@ -1,0 +1,43 @@
+"""Training methods: small objects that say which networks they train and return their losses.
+
+A method has
+
+- ``networks() -> {name: {"network": registry name, "options": {...}}}``: the engine builds each,
+  with its own optimizer and schedule;
+- ``losses(nets, batch, state) -> {name: tensor}``: ``"loss"`` is what is minimised, every other
+  entry is logged (scalars, e.g. agreement between networks); ``state`` holds ``progress`` (0..1
+  of the budget) and ``iteration``;
+- ``predict_with() -> [names]``: the networks whose softmax is averaged for validation and
+  prediction;
+- ``unlabeled_batch``: how many unlabeled patches it wants per global batch (0 for supervised).
+
+Adding a method is one registered class in its own file; the engine does not change.
+"""
+from __future__ import annotations
+
+from ..utils import SemisegError
+
+_METHODS: dict[str, type] = {}
+
+
+def register_method(name: str):
+    def deco(cls):
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        _METHODS[name] = cls
+        cls.name = name
+        return cls
+    return deco
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def create_method(name: str, config):
+    if name not in _METHODS:
+        raise SemisegError(f"unknown method {name!r} (available: {', '.join(available_methods())})")
+    return _METHODS[name](config)
+
+
+from . import supervised  # noqa: E402,F401  (registers)
