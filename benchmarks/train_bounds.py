@@ -18,7 +18,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 from _common import DATA, HERE, append_rows
 
@@ -87,7 +86,7 @@ def main():
            "unlabeled": 0, "method": "supervised", "networks": cfg["network"] + f" ({a.config})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
-           "dsc": f"{ev["mean_over_regions"]['dsc']:.4f}", "nsd": f"{ev["mean_over_regions"]['nsd']:.4f}", "hd95": f"{ev["mean_over_regions"]['hd95']:.2f}",
+           "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}", "hd95": f"{ev['mean_over_regions']['hd95']:.2f}",
            "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
            "predict_s_per_case": f"{statistics.median(float(r['seconds']) for r in prof):.2f}",
            "predict_peak_rss_mb": f"{max(float(r['peak_rss_mb']) for r in prof):.0f}",
