@@ -65,3 +65,25 @@ def make_dataset(root: Path, n: int = 4, shape=(10, 16, 20), spacing_xyz=(1.0, 1
 @pytest.fixture
 def tiny(tmp_path) -> Path:
     return make_dataset(tmp_path / "Tiny")
+
+
+@pytest.fixture
+def tiny_work(tmp_path) -> Path:
+    """A planned and preprocessed 6-case dataset (5 labeled, 1 validation), 12x24x24 voxels."""
+    from semiseg.planning import plan
+    from semiseg.preprocessing import preprocess
+
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    plan(ds, tmp_path / "work", progress=False, workers=1)
+    preprocess(tmp_path / "work", workers=1, progress=False)
+    return tmp_path / "work"
+
+
+def train_config(**kw):
+    """A fast configuration for tests: tiny network, fp32, no loader process."""
+    from semiseg.config import TrainConfig
+
+    base = dict(iterations=4, network_options={"base_features": 4}, amp="off", workers=0, val_every=100,
+                log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)

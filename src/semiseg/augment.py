@@ -162,7 +162,7 @@ def extract(data, seg, center, patch, params: dict, spacing, inplane_only: bool,
     nd = len(patch)
     coords = sampling_coords(center, patch, params, spacing, inplane_only, cfg)
     if coords is None:
-        lo = [int(round(c - (p - 1) / 2)) for c, p in zip(center, patch)]
+        lo = [int(math.floor(c - (p - 1) / 2)) for c, p in zip(center, patch)]
         hi = [l + p for l, p in zip(lo, patch)]
         img = torch.from_numpy(_read_box(data, lo, hi, 1).astype(np.float32, copy=False))
         lab = torch.from_numpy(_read_box(seg, lo, hi, 0).astype(np.int64)) if seg is not None else None

@@ -6,6 +6,7 @@ message names the file and the problem); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -113,7 +114,7 @@ def _train_config(a):
                        patch_size=a.patch_size, batch_size=a.batch_size, labeled=labeled, minutes=a.minutes,
                        iterations=a.iterations, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
                        loss=a.loss, fg_oversample=a.fg_oversample, aug=aug, val_every=a.val_every,
-                       val_step=a.val_step, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
+                       val_step=a.val_step, log_every=a.log_every, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
 
 
 def cmd_train(a) -> int:
@@ -127,7 +128,7 @@ def cmd_train(a) -> int:
     else:
         cfg = _train_config(a)
     s = train(a.work, a.out, cfg, resume=a.resume, progress=_progress(a))
-    if s:
+    if s and int(os.environ.get("RANK", "0")) == 0:
         print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
               f"run in {a.out}")
     return 0
@@ -235,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
     g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget)")
     g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
+    g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto", help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16)")
     g.add_argument("--device", help="torch device (default cuda when available)")

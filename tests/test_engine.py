@@ -1,0 +1,107 @@
+"""The training engine: a run folder with everything, exact resume after kill -9, and DDP over
+two CPU processes matching one process that sees the same global batch."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import train_config
+from semiseg.engine import learning_rate, train
+from semiseg.utils import SemisegError
+
+
+def _losses(run):
+    return [(int(r["iteration"]), float(r["loss"])) for r in csv.DictReader(open(run / "metrics.csv"))]
+
+
+def test_train_writes_a_complete_run(tiny_work, tmp_path):
+    run = tmp_path / "run"
+    s = train(tiny_work, run, train_config(iterations=6, val_every=3), progress=False)
+    assert s["iterations"] == 6 and 0 <= s["best_val_dice"] <= 1
+    for f in ("config.json", "plans.json", "split.json", "log.txt", "metrics.csv", "progress.png", "summary.json",
+              "checkpoints/latest.pt", "checkpoints/best.pt", "checkpoints/final.pt"):
+        assert (run / f).exists(), f
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[2]["val_dice"] != "" and rows[0]["val_dice"] == ""
+    st = torch.load(run / "checkpoints/latest.pt", weights_only=True)  # loads without running code
+    assert st["iteration"] == 6 and "optims" in st
+    with pytest.raises(SemisegError, match="already holds a run"):
+        train(tiny_work, run, train_config(), progress=False)
+
+
+def test_2d_and_labeled_subset(tiny_work, tmp_path):
+    split = json.loads((tiny_work / "split.json").read_text())
+    s = train(tiny_work, tmp_path / "r2", train_config(configuration="2d", labeled=split["labeled"][:2]),
+              progress=False)
+    assert s["labeled"] == 2 and s["unlabeled"] == len(split["labeled"]) - 2
+    with pytest.raises(SemisegError, match="not labeled"):
+        train(tiny_work, tmp_path / "r3", train_config(labeled=["NOPE"]), progress=False)
+
+
+def test_schedule():
+    c = train_config()
+    assert learning_rate(c, 0) == pytest.approx(1e-2) and learning_rate(c, 1) == 0
+    assert learning_rate(c, 0.5) == pytest.approx(1e-2 * 0.5 ** 0.9)
+    a = train_config(optimizer="adamw")
+    assert learning_rate(a, 1) == pytest.approx(0, abs=1e-12) and learning_rate(a, 0.02) == pytest.approx(1e-3)
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "semiseg", "train", *map(str, args)]
+
+
+def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path):
+    common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1, "-q"]
+    ref = tmp_path / "ref"
+    subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
+    run = tmp_path / "killed"
+    p = subprocess.Popen(_cli(tiny_work, "-o", run, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    killed_at = None
+    t0 = time.time()
+    while p.poll() is None and time.time() - t0 < 120:
+        m = run / "metrics.csv"
+        if m.exists() and len(m.read_text().splitlines()) >= 6:  # header + 5 rows: past the checkpoint at 4
+            os.killpg(p.pid, signal.SIGKILL)
+            killed_at = len(m.read_text().splitlines()) - 1
+            break
+        time.sleep(0.02)
+    p.wait()
+    assert killed_at is not None and killed_at < 14, "the run ended before it could be killed"
+    st = torch.load(run / "checkpoints/latest.pt", weights_only=True)  # never corrupt
+    assert 2 <= st["iteration"] < 14
+    subprocess.run(_cli(tiny_work, "-o", run, "--resume", "-q"), check=True, capture_output=True)
+    a, b = _losses(ref), _losses(run)
+    assert [i for i, _ in a] == [i for i, _ in b] == list(range(1, 15))
+    for (_, x), (_, y) in zip(a, b):
+        assert abs(x - y) < 1e-4 * max(1, abs(x))
+    wa = torch.load(ref / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
+    wb = torch.load(run / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+def test_ddp_two_processes_match_one(tiny_work, tmp_path):
+    common = ["--iterations", 3, "--val-every", 100, "--base-features", 4, "--amp", "off", "--workers", 0,
+              "--batch-size", 4, "--no-augment", "-q"]
+    one = tmp_path / "one"
+    subprocess.run(_cli(tiny_work, "-o", one, *common), check=True, capture_output=True)
+    two = tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "semiseg", "train", str(tiny_work), "-o", str(two), *map(str, common)],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    wa = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
+    wb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
+    diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    moved = max(float((wa[k]).abs().max()) for k in wa)
+    assert diff < 1e-4 * moved, diff
+    assert json.loads((two / "summary.json").read_text())["processes"] == 2
