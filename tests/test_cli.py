@@ -6,13 +6,16 @@ from semiseg.cli import main
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--iterations", "3"]) == 0
     out = capsys.readouterr().out
     assert "check:" in out and "0 errors" in out and "plan:" in out and "preprocess:" in out
+    assert "train: 3 iterations" in out and "predict: 4 validation cases" in out
     assert (tmp_path / "demo" / "work" / "plans.json").exists()
     assert (tmp_path / "demo" / "roundtrip_val" / "summary.json").exists()
+    assert (tmp_path / "demo" / "predictions" / "summary.json").exists()
+    assert (tmp_path / "demo" / "run" / "checkpoints" / "best.pt").exists()
     # a second run replaces its own folder, but never a folder it did not make
-    assert main(["demo", "-o", str(tmp_path / "demo"), "-q"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--iterations", "1"]) == 0
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "precious.txt").write_text("x")
     assert main(["demo", "-o", str(tmp_path / "other"), "-q"]) == 2
@@ -22,7 +25,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_python_dash_m_and_help():
     r = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for cmd in ("check", "plan", "preprocess", "evaluate", "demo"):
+    for cmd in ("check", "plan", "preprocess", "train", "predict", "evaluate", "demo"):
         assert cmd in r.stdout
 
 

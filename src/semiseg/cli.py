@@ -154,7 +154,7 @@ def cmd_predict(a) -> int:
 def cmd_demo(a) -> int:
     from .synthetic import run_demo
 
-    run_demo(a.out, workers=a.workers, progress=_progress(a))
+    run_demo(a.out, workers=a.workers, progress=_progress(a), train_iterations=a.iterations)
     return 0
 
 
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
+    p.add_argument("--iterations", type=int, default=150, help="training iterations (default 150)")
     return ap
 
 

@@ -1,0 +1,108 @@
+"""semiseg predict: outputs in the input's exact geometry, skip/overwrite, ensembles, TTA, refusals."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import geom, train_config
+from semiseg.engine import train
+from semiseg.infer import keep_largest_component, predict_folder, probs_to_original, sliding_window_probs
+from semiseg.io import read_image, write_image
+from semiseg.utils import SemisegError
+
+
+@pytest.fixture
+def run(tiny_work, tmp_path):
+    r = tmp_path / "run"
+    train(tiny_work, r, train_config(iterations=2), progress=False)
+    return r
+
+
+def _inputs(tmp_path, n=2):
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    # an oblique direction and odd origin/spacing: the output must copy them exactly
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    for i in range(n):
+        img = rng.normal(50, 10, (11, 23, 27)).astype(np.float32)
+        write_image(img, geom((11, 23, 27), (0.9, 1.1, 2.3), origin=(3.5, -7.25, 11.0), direction=direction),
+                    d / f"IN_{i:03d}_0000.nii.gz")
+    return d
+
+
+def test_outputs_match_input_geometry(run, tmp_path):
+    d = _inputs(tmp_path)
+    out = tmp_path / "out"
+    r = predict_folder([str(run)], d, out, profile=str(tmp_path / "p.csv"), save_probabilities=True,
+                       progress=False)
+    assert r["done"] == 2
+    for i in range(2):
+        a, g = read_image(out / f"IN_{i:03d}.nii.gz")
+        _, gi = read_image(d / f"IN_{i:03d}_0000.nii.gz")
+        assert a.shape == (11, 23, 27)
+        assert np.allclose(g.spacing, gi.spacing) and np.allclose(g.origin, gi.origin)
+        assert np.allclose(g.direction, gi.direction, atol=1e-6)
+        p = np.load(out / f"IN_{i:03d}.npz")["probabilities"]
+        assert p.shape == (3, 11, 23, 27) and np.allclose(p.astype(np.float32).sum(0), 1, atol=2e-2)
+        assert set(np.unique(a)) <= {0, 1, 2}
+    prof = (tmp_path / "p.csv").read_text().splitlines()
+    assert prof[0].startswith("case,seconds,peak_rss_mb") and len(prof) == 3
+    # done cases are skipped, --overwrite redoes them
+    assert predict_folder([str(run)], d, out, progress=False)["skipped"] == 2
+    assert predict_folder([str(run)], d, out, overwrite=True, progress=False)["done"] == 2
+
+
+def test_ensemble_tta_and_2d(tiny_work, run, tmp_path):
+    r2 = tmp_path / "run2d"
+    train(tiny_work, r2, train_config(iterations=2, configuration="2d"), progress=False)
+    d = _inputs(tmp_path, 1)
+    res = predict_folder([str(run), str(r2)], d, tmp_path / "o", tta=True, step=1.0, largest_component=True,
+                         progress=False)
+    assert res["done"] == 1
+
+
+def test_refusals(run, tmp_path):
+    d = _inputs(tmp_path, 1)
+    with pytest.raises(SemisegError, match="output folder is the input folder"):
+        predict_folder([str(run)], d, d, progress=False)
+    with pytest.raises(SemisegError, match="not a semiseg run"):
+        predict_folder([str(tmp_path)], d, tmp_path / "o", progress=False)
+    (run / "checkpoints" / "best.pt").write_bytes(b"garbage")
+    with pytest.raises(SemisegError, match="cannot read the checkpoint"):
+        predict_folder([str(run)], d, tmp_path / "o", progress=False)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "X_0000.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(SemisegError, match="X_0000"):
+        predict_folder([str(run)], bad, tmp_path / "o2", checkpoint="final", progress=False)
+    assert not (tmp_path / "o2" / "X.nii.gz").exists()
+
+
+def test_sliding_window_tta_is_mirror_invariant():
+    # a network that is itself mirror-equivariant gives the same result with and without TTA
+    net = torch.nn.Conv3d(1, 2, 1, bias=False)  # pointwise: mirror-equivariant whatever the windows
+    with torch.no_grad():
+        net.weight[0] = 1.0
+        net.weight[1] = -1.0
+    data = np.random.default_rng(0).normal(size=(1, 9, 17, 13)).astype(np.float32)
+    cfg = {"patch_size": [8, 8, 8]}
+    a = sliding_window_probs([net], data, cfg, tta=False, device=torch.device("cpu"))
+    b = sliding_window_probs([net], data, cfg, tta=True, device=torch.device("cpu"))
+    assert a.shape == (2, 9, 17, 13) and torch.allclose(a, b, atol=2e-2)
+
+
+def test_probs_to_original_and_largest_component():
+    props = {"shape_after_crop": [4, 4, 4], "original_shape": [6, 6, 6], "bbox": [[1, 5], [1, 5], [2, 6]]}
+    p = torch.zeros(2, 2, 2, 2)
+    p[1] = 1
+    full = probs_to_original(p, props)
+    assert full.shape == (2, 6, 6, 6) and full[1, 1:5, 1:5, 2:6].min() == 1 and full[0, 0].min() == 1
+    seg = np.zeros((5, 5, 5), np.uint8)
+    seg[0:2, 0:2, 0:2] = 1
+    seg[4, 4, 4] = 1
+    seg[2, 2, 2] = 2
+    k = keep_largest_component(seg)
+    assert k[4, 4, 4] == 0 and k[0, 0, 0] == 1 and k[2, 2, 2] == 2
