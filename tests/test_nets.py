@@ -26,3 +26,25 @@ def test_unknown_network():
     assert "dynunet" in available()
     with pytest.raises(SemisegError, match="unknown network"):
         create_network("nope", {}, 1, 2)
+
+
+@pytest.mark.parametrize("name,patch,opts", [
+    ("unet", [16, 16, 16], {"base_features": 4, "depth": 3}),
+    ("unet", [32, 32], {"base_features": 4, "depth": 3}),
+    ("vnet", [16, 16, 16], {}),
+    ("unetr", [16, 16, 16], {"hidden_size": 48, "mlp_dim": 96, "num_heads": 2, "feature_size": 4}),
+    ("swinunetr", [32, 32, 32], {"feature_size": 12}),
+    ("dynunet", [16, 16, 16], {"base_features": 4, "depth": 3}),
+])
+def test_registered_networks(name, patch, opts):
+    cfg = {"patch_size": patch, "n_stages": 4, "features_per_stage": [8, 16, 32, 64],
+           "pool_kernels": [[2] * len(patch)] * 3, "conv_kernels": [[3] * len(patch)] * 4}
+    net = create_network(name, cfg, 1, 3, **opts).eval()
+    with torch.no_grad():
+        y = net(torch.randn(1, 1, *patch))
+    assert list(y.shape) == [1, 3, *patch]
+
+
+def test_patch_must_fit_the_network():
+    with pytest.raises(SemisegError, match="divisible by 16"):
+        create_network("unetr", {"patch_size": [24, 24, 24]}, 1, 2)

@@ -1,5 +1,4 @@
 """semiseg predict: outputs in the input's exact geometry, skip/overwrite, ensembles, TTA, refusals."""
-import json
 
 import numpy as np
 import pytest

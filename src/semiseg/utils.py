@@ -141,3 +141,27 @@ def parallel_map(fn: Callable, items: Iterable, workers: int | None = None, desc
                 yield res
     finally:
         bar.close()
+
+
+class Registry:
+    """name -> factory, filled by a decorator (networks, methods)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, Callable] = {}
+
+    def register(self, name: str):
+        def deco(obj):
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._items[name] = obj
+            return obj
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def get(self, name: str) -> Callable:
+        if name not in self._items:
+            raise SemisegError(f"unknown {self.kind} {name!r} (available: {', '.join(self.names())})")
+        return self._items[name]

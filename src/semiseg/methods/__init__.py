@@ -15,29 +15,24 @@ Adding a method is one registered class in its own file; the engine does not cha
 """
 from __future__ import annotations
 
-from ..utils import SemisegError
+from ..utils import Registry
 
-_METHODS: dict[str, type] = {}
+_METHODS = Registry("method")
 
 
 def register_method(name: str):
     def deco(cls):
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} registered twice")
-        _METHODS[name] = cls
         cls.name = name
-        return cls
+        return _METHODS.register(name)(cls)
     return deco
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def create_method(name: str, config):
-    if name not in _METHODS:
-        raise SemisegError(f"unknown method {name!r} (available: {', '.join(available_methods())})")
-    return _METHODS[name](config)
+    return _METHODS.get(name)(config)
 
 
-from . import supervised  # noqa: E402,F401  (registers)
+from . import supervised  # noqa: E402,F401  (registers the method)

@@ -10,32 +10,20 @@ axis, features per stage). Adding a network is one decorated function::
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-from ..utils import SemisegError
+from ..utils import Registry, SemisegError
 
-_REGISTRY: dict[str, Callable] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"network {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+_REGISTRY = Registry("network")
+register = _REGISTRY.register
 
 
 def available() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def create_network(name: str, cfg: dict, in_channels: int, out_channels: int, **opts):
-    if name not in _REGISTRY:
-        raise SemisegError(f"unknown network {name!r} (available: {', '.join(available())})")
-    return _REGISTRY[name](cfg, in_channels, out_channels, **opts)
+    return _REGISTRY.get(name)(cfg, in_channels, out_channels, **opts)
 
 
 def features(cfg: dict, base: int | None = None, max_features: int | None = None) -> list[int]:
