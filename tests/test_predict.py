@@ -58,7 +58,7 @@ def test_ensemble_tta_and_2d(tiny_work, run, tmp_path):
     r2 = tmp_path / "run2d"
     train(tiny_work, r2, train_config(iterations=2, configuration="2d"), progress=False)
     d = _inputs(tmp_path, 1)
-    res = predict_folder([str(run), str(r2)], d, tmp_path / "o", tta=True, step=1.0, largest_component=True,
+    res = predict_folder([str(run), str(r2), f"{run}@final"], d, tmp_path / "o", tta=True, step=1.0, largest_component=True,
                          progress=False)
     assert res["done"] == 1
 

@@ -164,10 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"semiseg {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    def add(name, help_, fn):
+    def add(name, help_, fn, workers_help="worker processes (default: all cores)"):
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(fn=fn)
-        p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+        p.add_argument("--workers", type=int, default=None, help=workers_help)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         return p
 
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-as-empty", action="store_true", help="score missing predictions as empty masks")
     p.add_argument("--only-predicted", action="store_true", help="score only references that have a prediction")
 
-    p = add("train", "Train a model on a preprocessed work folder (supervised or semi-supervised).", cmd_train)
+    p = add("train", "Train a model on a preprocessed work folder (supervised or semi-supervised).", cmd_train,
+            "data-loading processes (default: 1 on up to 4 cores, else cores - 2; 0 = in the training process)")
     p.add_argument("work", metavar="WORK")
     p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
     p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
@@ -242,8 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", help="torch device (default cuda when available)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from checkpoints/latest.pt")
 
-    p = add("predict", "Predict images with one or more trained runs (ensemble) into OUT_DIR.", cmd_predict)
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p = add("predict", "Predict images with one or more trained runs (ensemble) into OUT_DIR.", cmd_predict,
+            "unused (prediction runs in one process; torch uses every core)")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folder(s); several = an ensemble; RUN@final picks a checkpoint per run")
     p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="images, nnU-Net naming CASE_0000.ext")
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
     p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")

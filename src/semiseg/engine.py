@@ -245,18 +245,10 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
             raise SemisegError(f"{run}: nothing to resume (no checkpoints/latest.pt)")
         if run.resolve() == work.resolve() or run.resolve() == Path(plans["dataset_path"]).resolve():
             raise SemisegError(f"{run}: the run folder must not be the work or dataset folder")
-        ck_dir.mkdir(parents=True, exist_ok=True)
-        if resume:
-            old = read_json(run / "config.json", "run configuration")
-            if TrainConfig.from_dict(old).to_dict() != cfg.to_dict():
-                cfg = TrainConfig.from_dict(old)  # the run's own configuration wins
-        write_json(cfg.to_dict(), run / "config.json")
-        write_json(plans, run / "plans.json")
-        write_json({"labeled": labeled, "unlabeled": unlabeled, "val": val}, run / "split.json")
-    _barrier(world)
-    if resume:
-        cfg = TrainConfig.from_dict(read_json(run / "config.json"))
+    if resume:  # the run's own configuration wins
+        cfg = TrainConfig.from_dict(read_json(run / "config.json", "run configuration"))
         net_cfg = cfg.resolved_configuration(plans)
+        labeled, unlabeled, val = _cases(plans, work, cfg)
 
     device = torch.device(cfg.device) if cfg.device else \
         torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
@@ -269,6 +261,16 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         net = create_network(spec["network"], net_cfg, n_in, n_cls, **spec.get("options", {})).to(device)
         nets[name] = net
         optims[name] = make_optimizer(cfg, net.parameters())
+    batch = net_cfg["batch_size"]
+    ubatch = cfg.unlabeled_batch or getattr(method, "unlabeled_batch", 0)
+    ds = PatchBatches(work, labeled, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug, cfg.fg_oversample,
+                      unlabeled, ubatch, rank, world)
+    if rank == 0 and not resume:  # only once networks and data are known good: no half-made run folders
+        ck_dir.mkdir(parents=True, exist_ok=True)
+        write_json(cfg.to_dict(), run / "config.json")
+        write_json(plans, run / "plans.json")
+        write_json({"labeled": labeled, "unlabeled": unlabeled, "val": val}, run / "split.json")
+    _barrier(world)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     it, elapsed, best = 0, 0.0, {"val_dice": -1.0, "iteration": -1}
     if resume:
@@ -287,10 +289,6 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
 
         train_nets = {k: DDP(v, device_ids=[local] if device.type == "cuda" else None) for k, v in nets.items()}
 
-    batch = net_cfg["batch_size"]
-    ubatch = cfg.unlabeled_batch or getattr(method, "unlabeled_batch", 0)
-    ds = PatchBatches(work, labeled, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug, cfg.fg_oversample,
-                      unlabeled, ubatch, rank, world)
     ncpu = os.cpu_count() or 1
     workers = cfg.workers if cfg.workers is not None else (1 if ncpu <= 4 else min(8, ncpu - 2))
     loader = batch_loader(ds, it, workers)

@@ -258,7 +258,10 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
                    step: float = 0.5, tta: bool = False, forced_spacing: list | None = None,
                    save_probabilities: bool = False, largest_component: bool = False, overwrite: bool = False,
                    profile: str | None = None, device: str | None = None, progress: bool = True) -> dict:
-    """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities)."""
+    """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
+
+    ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
+    file); the softmax of every network of every entry is averaged."""
     from tqdm import tqdm
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
@@ -267,7 +270,10 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     if out_dir.resolve() == in_dir.resolve():
         raise SemisegError(f"{out_dir}: the output folder is the input folder; choose another")
     dev = torch.device(device) if device else default_device()
-    models = [load_run(r, checkpoint, nets, dev) for r in runs]
+    models = []
+    for r in runs:  # RUN or RUN@CHECKPOINT: an ensemble may mix runs and checkpoints of one run
+        path, _, ck = str(r).partition("@") if "@" in str(r) and not Path(str(r)).exists() else (str(r), "", "")
+        models.append(load_run(path, ck or checkpoint, nets, dev))
     p0 = models[0].plans
     for m in models[1:]:
         if m.plans["num_classes"] != p0["num_classes"] or m.plans["num_input_channels"] != p0["num_input_channels"]:
