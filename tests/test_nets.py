@@ -14,9 +14,10 @@ def test_dynunet_from_plan(tiny, tmp_path, config):
     net = create_network("dynunet", c, p["num_input_channels"], p["num_classes"], base_features=8)
     x = torch.randn(2, p["num_input_channels"], *c["patch_size"])
     net.train()
-    out = net(x)
-    assert out.shape[0] == 2 and out.shape[2] == p["num_classes"] and list(out.shape[3:]) == c["patch_size"]
-    assert out.shape[1] == max(1, c["n_stages"] - 2) + 1  # main output + deep supervision heads
+    out = net(x)  # a list of heads, full resolution first, each upsampled to the patch
+    assert len(out) == max(1, c["n_stages"] - 2) + 1  # main output + deep supervision heads
+    for h in out:
+        assert list(h.shape) == [2, p["num_classes"], *c["patch_size"]]
     net.eval()
     with torch.no_grad():
         assert list(net(x).shape) == [2, p["num_classes"], *c["patch_size"]]
@@ -33,7 +34,7 @@ def test_unknown_network():
     ("unet", [32, 32], {"base_features": 4, "depth": 3}),
     ("vnet", [16, 16, 16], {}),
     ("unetr", [16, 16, 16], {"hidden_size": 48, "mlp_dim": 96, "num_heads": 2, "feature_size": 4}),
-    ("swinunetr", [32, 32, 32], {"feature_size": 12}),
+    ("swinunetr", [64, 64, 64], {"feature_size": 12}),
     ("dynunet", [16, 16, 16], {"base_features": 4, "depth": 3}),
 ])
 def test_registered_networks(name, patch, opts):
