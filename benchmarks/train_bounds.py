@@ -10,6 +10,7 @@ results.csv.
     python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --minutes 30
     python benchmarks/train_bounds.py --dataset ACDC --subset labeled_7 --minutes 30
     python benchmarks/train_bounds.py --dataset LA --subset all --minutes 30 -- --batch-size 4
+    python benchmarks/train_bounds.py --dataset ACDC --subset labeled_7 --predict-only --predict-args=--largest-component
 Arguments after `--` go to `semiseg train` (and are recorded in the row's notes).
 """
 import argparse
@@ -39,6 +40,9 @@ def main():
     ap.add_argument("--tag", default="", help="name suffix of the run folder")
     ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
+    ap.add_argument("--predict-only", action="store_true",
+                    help="do not train: predict and score the existing run of this name again")
+    ap.add_argument("--predict-args", default="", help="extra `semiseg predict` flags, e.g. '--largest-component --tta'")
     ap.add_argument("train_args", nargs="*")
     a = ap.parse_args()
     from semiseg.profile import ResourceSampler
@@ -50,16 +54,21 @@ def main():
         sh(["preprocess", work, "-q"])
     name = f"{a.dataset}-{a.subset}-{a.config}{('-' + a.tag) if a.tag else ''}-s{a.seed}"
     run = HERE / "_work" / "runs" / name
-    if run.exists() and not a.resume:
+    if run.exists() and not (a.resume or a.predict_only):
         shutil.rmtree(run)
     cmd = ["train", work, "-o", run, "--config", a.config, "--minutes", a.minutes, "--seed", a.seed, "-q", *a.train_args]
     if a.subset != "all":
         cmd += ["--labeled-list", ds / "ssl_labeled_subsets.json", "--labeled-key", a.subset]
     if a.resume:
         cmd = ["train", work, "-o", run, "--resume", "-q"]
-    with ResourceSampler(interval=0.5) as s:
-        sh(cmd)
-    tr = s.result()
+    if a.predict_only:
+        if not (run / "summary.json").exists():
+            sys.exit(f"{run}: no finished run to predict with")
+        tr = {"peak_rss_mb": float("nan"), "wall_s": float("nan")}
+    else:
+        with ResourceSampler(interval=0.5) as s:
+            sh(cmd)
+        tr = s.result()
     summ = json.loads((run / "summary.json").read_text())
 
     split = json.loads((work / "split.json").read_text())
@@ -72,7 +81,7 @@ def main():
                 (imgs / f.name).symlink_to(f)
     pred = run / "pred_val"
     shutil.rmtree(pred, ignore_errors=True)
-    sh(["predict", run, "-i", imgs, "-o", pred, "--profile", run / "predict_profile.csv", "-q"])
+    sh(["predict", run, "-i", imgs, "-o", pred, "--profile", run / "predict_profile.csv", "-q", *a.predict_args.split()])
     sh(["evaluate", pred, ds / "labelsTr", "--only-predicted", "--tolerance", a.tolerance, "-q"],
        stdout=subprocess.DEVNULL)
     ev = json.loads((pred / "summary.json").read_text())
@@ -87,13 +96,15 @@ def main():
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
            "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}", "hd95": f"{ev['mean_over_regions']['hd95']:.2f}",
-           "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
+           "train_peak_rss_mb": "" if a.predict_only else f"{tr['peak_rss_mb']:.0f}",
            "predict_s_per_case": f"{statistics.median(float(r['seconds']) for r in prof):.2f}",
            "predict_peak_rss_mb": f"{max(float(r['peak_rss_mb']) for r in prof):.0f}",
-           "wall_s": f"{tr['wall_s']:.0f}",
+           "wall_s": "" if a.predict_only else f"{tr['wall_s']:.0f}",
            "notes": f"subset {a.subset}; best val (pseudo) Dice {summ['best_val_dice']:.4f} at it "
                     f"{summ['best_iteration']}; {summ['seconds_per_iteration']} s/it; CPU use {summ['mean_cpu_util']} "
-                    f"cores; NSD tol {a.tolerance} mm; {per_class}; train args: {' '.join(a.train_args) or 'defaults'}"}
+                    f"cores; NSD tol {a.tolerance} mm; {per_class}; train args: {' '.join(a.train_args) or 'defaults'}"
+                    + (f"; predict args: {a.predict_args}" if a.predict_args else "")
+                    + ("; re-predicted from the finished run (training not repeated)" if a.predict_only else "")}
     append_rows([row])
     print(json.dumps(row, indent=1))
 
