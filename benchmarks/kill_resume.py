@@ -7,7 +7,7 @@ killed with SIGKILL (whole process group) at K random moments, each time checkin
 file in checkpoints/ loads with torch.load(weights_only=True), then resumed with --resume until
 it finishes. Reports the largest loss difference between the two metrics.csv curves.
 
-    python benchmarks/kill_resume.py [--iterations 60] [--kills 5] [--seed 0]
+    python benchmarks/kill_resume.py [--iterations 40] [--kills 3] [--seed 0]
 """
 import argparse
 import csv
@@ -24,8 +24,8 @@ from _common import HERE, append_rows
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--iterations", type=int, default=60)
-    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -38,7 +38,7 @@ def main():
     sem = [sys.executable, "-m", "semiseg"]
     subprocess.run(sem + ["plan", str(ds), "-o", str(root / "work"), "-q"], check=True, capture_output=True)
     subprocess.run(sem + ["preprocess", str(root / "work"), "-q"], check=True, capture_output=True)
-    common = ["--iterations", str(a.iterations), "--val-every", "5", "--log-every", "1", "--amp", "off", "-q"]
+    common = ["--iterations", str(a.iterations), "--val-every", "3", "--log-every", "1", "--amp", "off", "-q"]
     ref, run = root / "ref", root / "killed"
     subprocess.run(sem + ["train", str(root / "work"), "-o", str(ref)] + common, check=True, capture_output=True)
 
@@ -48,7 +48,13 @@ def main():
     while True:
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         if len(kills) < a.kills:
-            wait = rng.uniform(3, 12)
+            # a random moment once the run is training (start-up time varies with machine load)
+            # a random moment after this process wrote a checkpoint (start-up time varies with load)
+            ck = run / "checkpoints" / "latest.pt"
+            started = time.time()
+            while p.poll() is None and not (ck.exists() and ck.stat().st_mtime > started):
+                time.sleep(0.05)
+            wait = rng.uniform(0.5, 8)
             t0 = time.time()
             while p.poll() is None and time.time() - t0 < wait:
                 time.sleep(0.05)
@@ -64,10 +70,11 @@ def main():
                     except Exception as e:  # noqa: BLE001
                         corrupt += 1
                         print("CORRUPT", f, e)
-                print(f"killed after {wait:.1f} s at iteration ~{it}; files in checkpoints/: "
+                print(f"killed {wait:.1f} s after a new checkpoint, at iteration ~{it}; files in checkpoints/: "
                       f"{sorted(x.name for x in (run / 'checkpoints').glob('*'))}")
                 cmd = sem + ["train", str(root / "work"), "-o", str(run), "--resume", "-q"] \
-                    if (run / "checkpoints" / "latest.pt").exists() else cmd
+                    if (run / "checkpoints" / "latest.pt").exists() else \
+                    sem + ["train", str(root / "work"), "-o", str(run)] + common
                 if (run / "checkpoints" / "latest.pt").exists():
                     resumes += 1
                 elif run.exists():  # killed before the first checkpoint: start over
@@ -87,7 +94,7 @@ def main():
           f"max |loss difference| {diff:.2e}")
     append_rows([{"benchmark": "kill_resume", "dataset": "synthetic demo", "iterations": a.iterations,
                   "seed": a.seed,
-                  "notes": f"{len(kills)} kill -9 at (seconds, iteration) {kills}; {resumes} resumes; "
+                  "notes": f"{len(kills)} kill -9 at (seconds after that process's first checkpoint, iteration) {kills}; {resumes} resumes; "
                            f"corrupt checkpoint files after kills: {corrupt}; finished with all {a.iterations} "
                            f"iterations logged: {same_its}; max |loss - uninterrupted loss| {diff:.2e}"}])
     if corrupt or not same_its:
