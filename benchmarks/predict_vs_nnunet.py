@@ -30,9 +30,11 @@ MAKE_CKPT = r"""
 import json, sys, torch, os
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 plans = json.load(open(sys.argv[1])); ds = json.load(open(sys.argv[2]))
+plans["continue_training"] = False  # nnU-Net 2.8 sets this in its run_training entry point
 t = nnUNetTrainer(plans, "3d_fullres", 0, ds, device=torch.device("cpu"))
 t.initialize()
 os.makedirs(t.output_folder, exist_ok=True)
+t.inference_allowed_mirroring_axes = (0, 1, 2)  # set by on_train_start in a real training
 t.save_checkpoint(os.path.join(t.output_folder, "checkpoint_final.pth"))
 print(t.output_folder_base)
 """
@@ -70,6 +72,10 @@ def main():
         subprocess.run([nv / "nnUNetv2_plan_experiment", "-d", "101"], check=True, env=env)
     base = res / "Dataset101_LA" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
     if not (base / "fold_0" / "checkpoint_final.pth").exists():
+        # initialize() only looks at the file endings of the preprocessed folder; nothing is trained
+        stub = pre / "Dataset101_LA" / "nnUNetPlans_3d_fullres"
+        stub.mkdir(parents=True, exist_ok=True)
+        (stub / "unused.npz").touch()
         p = subprocess.run([nv / "python", "-c", MAKE_CKPT, plans_f, la / "dataset.json"], env=env,
                            capture_output=True, text=True)
         if p.returncode:
