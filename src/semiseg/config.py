@@ -93,7 +93,7 @@ class TrainConfig:
 
 def _repatch(cfg: dict, patch: list, plans: dict) -> dict:
     """Re-derive the U-Net topology for another patch (nnU-Net's rules), keeping the widths' base."""
-    from .planning import unet_topology
+    from .planning import stage_features, unet_topology
 
     sp = list(plans["target_spacing"])
     if len(patch) == 2:
@@ -102,7 +102,7 @@ def _repatch(cfg: dict, patch: list, plans: dict) -> dict:
     base = cfg["features_per_stage"][0]
     mx = max(cfg["features_per_stage"])
     out = dict(cfg, patch_size=patch, **{k: topo[k] for k in ("n_stages", "pool_kernels", "conv_kernels")})
-    out["features_per_stage"] = [min(base * 2 ** s, mx) for s in range(topo["n_stages"])]
+    out["features_per_stage"] = stage_features(topo["n_stages"], base, mx)
     bad = [p for p, d in zip(patch, topo["divisible_by"]) if p % d]
     if bad:
         raise SemisegError(f"--patch-size {patch}: each side must be divisible by its total pooling "

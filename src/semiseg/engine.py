@@ -208,6 +208,13 @@ class RunLog:
 
 
 # --------------------------------------------------------------------------- the loop
+def class_names(labels: dict, n_classes: int) -> list[str]:
+    """Names of classes 1..n-1 from dataset.json ``labels``; class<i> where they are not one int each."""
+    by_value = {v: k for k, v in labels.items() if isinstance(v, int)}
+    names = [by_value.get(c) for c in range(1, n_classes)]
+    return names if all(names) else [f"class{c}" for c in range(1, n_classes)]
+
+
 def _cases(plans: dict, work: Path, cfg: TrainConfig) -> tuple[list[str], list[str], list[str]]:
     split = read_json(work / "split.json", "split.json (run `semiseg plan` first)")
     labeled, unlabeled, val = list(split["labeled"]), list(split["unlabeled"]), list(split["val"])
@@ -296,9 +303,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     budget_s = cfg.minutes * 60 if cfg.minutes else None
     val_every = cfg.val_every or (max(1, cfg.iterations // 10) if cfg.iterations else None)
     val_every_s = budget_s / 10 if (budget_s and not cfg.val_every) else None
-    names = [n for n, v in sorted(((k, v) for k, v in plans["labels"].items() if not isinstance(v, list)),
-                                  key=lambda kv: kv[1]) if plans["labels"][n] != 0] if not plans.get("regions") else []
-    names = names if len(names) == n_cls - 1 else [f"class{c}" for c in range(1, n_cls)]
+    names = class_names(plans["labels"], n_cls)
     total = cfg.iterations or None
     bar = tqdm(total=total or int(budget_s), initial=it if total else int(elapsed), disable=not progress or rank > 0,
                unit="it" if total else "s", dynamic_ncols=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import SUPPORTED_ENDINGS, Geometry, read_image, write_image
+from .dataset import CHANNEL_RE, Case, read_case_image
+from .io import SUPPORTED_ENDINGS, Geometry, file_ending, write_image
 from .utils import SemisegError, atomic_path, read_json
 
 
@@ -149,6 +149,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
     ``latest`` or a file path), with ``weights_only=True``. ``nets`` picks networks by name (a CPS run
     has two); default all that the method predicts with."""
     from .config import TrainConfig
+    from .engine import load_checkpoint
     from .methods import create_method
     from .nets import create_network
 
@@ -161,10 +162,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
     ck = Path(checkpoint) if checkpoint.endswith(".pt") else run / "checkpoints" / f"{checkpoint}.pt"
     if not ck.exists():
         raise SemisegError(f"{ck}: no such checkpoint (a run writes best.pt, final.pt and latest.pt)")
-    try:
-        state = torch.load(ck, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise SemisegError(f"{ck}: cannot read the checkpoint ({type(e).__name__}: {e})") from None
+    state = load_checkpoint(ck)
     method = create_method(tc.method, tc)
     cfg = tc.resolved_configuration(plans)
     device = device or default_device()
@@ -185,16 +183,15 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
 def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
     """Case id -> channel files, nnU-Net naming (CASE_0000.ext...); a single-channel model also takes
     files without the channel suffix."""
-    files = [f for f in sorted(folder.iterdir()) if f.is_file() and any(f.name.endswith(e) for e in SUPPORTED_ENDINGS)]
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and file_ending(f) in SUPPORTED_ENDINGS]
     if not files:
         raise SemisegError(f"{folder}: no images (endings {', '.join(SUPPORTED_ENDINGS)})")
     cases: dict[str, dict[int, Path]] = {}
     for f in files:
-        ending = next(e for e in sorted(SUPPORTED_ENDINGS, key=len, reverse=True) if f.name.endswith(e))
-        stem = f.name[: -len(ending)]
-        m = re.fullmatch(r"(.+)_(\d{4})", stem)
+        stem = f.name[: -len(file_ending(f))]
+        m = CHANNEL_RE.match(stem)
         if m:
-            cases.setdefault(m.group(1), {})[int(m.group(2))] = f
+            cases.setdefault(m["case"], {})[int(m["ch"])] = f
         elif n_channels == 1:
             cases.setdefault(stem, {})[0] = f
         else:
@@ -206,20 +203,6 @@ def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
             raise SemisegError(f"{folder}: case {cid} has channels {sorted(ch)}, the model needs {sorted(want)}")
         out[cid] = [ch[c] for c in range(n_channels)]
     return out
-
-
-def read_input_case(files: list[Path]) -> tuple[np.ndarray, Geometry]:
-    arrs, g0 = [], None
-    for f in files:
-        a, g = read_image(f, require_finite=True)
-        if a.ndim != 3:
-            raise SemisegError(f"{f}: expected a 3D image, got {a.ndim}D")
-        if g0 is None:
-            g0 = g
-        elif g.mismatch(g0, 1e-4):
-            raise SemisegError(f"{f}: geometry differs from {files[0].name}: {g.mismatch(g0, 1e-4)}")
-        arrs.append(a.astype(np.float32, copy=False))
-    return np.stack(arrs), g0
 
 
 def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float = 0.5, tta: bool = False,
@@ -264,6 +247,8 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     file); the softmax of every network of every entry is averaged."""
     from tqdm import tqdm
 
+    from .profile import ResourceSampler
+
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise SemisegError(f"{in_dir}: no such input folder")
@@ -289,11 +274,9 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
         if target.exists() and not overwrite:
             skipped += 1
             continue
-        from .profile import ResourceSampler
-
         with ResourceSampler() as s:
             t = time.time()
-            image, geom = read_input_case(files)
+            image, geom = read_case_image(Case(cid, files))
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev)
             seg = probs.argmax(0).numpy().astype(np.uint8 if p0["num_classes"] < 256 else np.int16)
             if largest_component:

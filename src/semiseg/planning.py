@@ -228,7 +228,8 @@ def unet_topology(spacing, patch, max_stages: int = 6, min_feature_map: int = 4)
             "divisible_by": div}
 
 
-def _features(n_stages: int, base: int, max_f: int) -> list[int]:
+def stage_features(n_stages: int, base: int, max_f: int) -> list[int]:
+    """nnU-Net's widths: the base doubled per stage, capped at ``max_f``."""
     return [min(base * 2 ** s, max_f) for s in range(n_stages)]
 
 
@@ -239,7 +240,7 @@ def estimate_cost(patch, topo: dict, in_ch: int, n_classes: int, base: int, max_
     parameters with optimizer state, conv FLOPs and elementwise traffic)."""
     prof = DEVICE_PROFILES[device]
     bpv = prof["bytes_per_value"]
-    feats = _features(topo["n_stages"], base, max_f)
+    feats = stage_features(topo["n_stages"], base, max_f)
     vox = np.prod(np.asarray(patch, float))
     acts = 0.0
     flops = 0.0
@@ -351,7 +352,7 @@ def plan_configuration(spacing, median_shape, in_ch: int, n_classes: int, budget
         "median_shape": [int(round(x)) for x in median_shape],
         "n_stages": topo["n_stages"], "pool_kernels": topo["pool_kernels"],
         "conv_kernels": topo["conv_kernels"],
-        "features_per_stage": _features(topo["n_stages"], budget.base_features, budget.max_features),
+        "features_per_stage": stage_features(topo["n_stages"], budget.base_features, budget.max_features),
         "estimated_memory_gb": round(final["memory_gb"], 2),
         "estimated_seconds_per_iteration": round(final["seconds"], 3),
         "params_millions": round(final["params_m"], 2), "why": why,

@@ -30,8 +30,9 @@ def features(cfg: dict, base: int | None = None, max_features: int | None = None
     """Features per stage from the plan, or re-derived from another base width."""
     if base is None:
         return list(cfg["features_per_stage"])
-    mx = max_features or max(cfg["features_per_stage"])
-    return [min(base * 2 ** s, mx) for s in range(cfg["n_stages"])]
+    from ..planning import stage_features
+
+    return stage_features(cfg["n_stages"], base, max_features or max(cfg["features_per_stage"]))
 
 
 @register("dynunet")
@@ -124,6 +125,8 @@ def unet(cfg: dict, in_channels: int, out_channels: int, base_features: int | No
     patch = cfg["patch_size"]
     depth = depth or min(5, cfg["n_stages"])
     base = base_features or cfg["features_per_stage"][0]
-    ch = [min(base * 2 ** i, 320) for i in range(depth)]
+    from ..planning import stage_features
+
+    ch = stage_features(depth, base, 320)
     _require_divisible("unet", patch, 2 ** (depth - 1))
     return UNet(len(patch), in_channels, out_channels, ch, [2] * (depth - 1), num_res_units=2, norm="instance")
