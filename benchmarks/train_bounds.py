@@ -1,4 +1,5 @@
-"""Supervised lower and upper bounds in a wall-clock training budget (GUIDE section 6).
+"""Training in a wall-clock budget, scored on the validation cases (GUIDE section 6): the supervised
+lower and upper bounds, and semi-supervised methods (`--method cps`) beside them.
 
 Plans and preprocesses the dataset once (every labeled training case of splits.json fold 0
 labeled, its `val` part for validation), trains `semiseg train` with the labeled subset from
@@ -11,7 +12,10 @@ results.csv.
     python benchmarks/train_bounds.py --dataset ACDC --subset labeled_7 --minutes 30
     python benchmarks/train_bounds.py --dataset LA --subset all --minutes 30 -- --batch-size 4
     python benchmarks/train_bounds.py --dataset ACDC --subset labeled_7 --predict-only --predict-args=--largest-component
-Arguments after `--` go to `semiseg train` (and are recorded in the row's notes).
+    python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --method cps --seed 1
+    python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --method cps --tag unetr -- --partner unetr
+Arguments after `--` go to `semiseg train` (and are recorded in the row's notes). With a labeled
+subset the other training cases of the split are the unlabeled ones a semi-supervised method uses.
 """
 import argparse
 import json
@@ -37,6 +41,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--config", default="3d")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--method", default="supervised", help="semiseg train --method (supervised, cps)")
     ap.add_argument("--tag", default="", help="name suffix of the run folder")
     ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted run of the same name")
@@ -52,11 +57,13 @@ def main():
     if not (work / "preprocessed" / "summary.json").exists():
         sh(["plan", ds, "-o", work, "-q"])
         sh(["preprocess", work, "-q"])
-    name = f"{a.dataset}-{a.subset}-{a.config}{('-' + a.tag) if a.tag else ''}-s{a.seed}"
+    method = "" if a.method == "supervised" else f"-{a.method}"
+    name = f"{a.dataset}-{a.subset}-{a.config}{method}{('-' + a.tag) if a.tag else ''}-s{a.seed}"
     run = HERE / "_work" / "runs" / name
     if run.exists() and not (a.resume or a.predict_only):
         shutil.rmtree(run)
-    cmd = ["train", work, "-o", run, "--config", a.config, "--minutes", a.minutes, "--seed", a.seed, "-q", *a.train_args]
+    cmd = ["train", work, "-o", run, "--config", a.config, "--minutes", a.minutes, "--seed", a.seed, "--method", a.method, "-q",
+           *a.train_args]
     if a.subset != "all":
         cmd += ["--labeled-list", ds / "ssl_labeled_subsets.json", "--labeled-key", a.subset]
     if a.resume:
@@ -91,8 +98,12 @@ def main():
     per_class = "; ".join(f"{k} DSC {v['dsc']['mean']:.4f} NSD {v['nsd']['mean']:.4f} HD95 {v['hd95']['mean']:.2f}"
                           for k, v in ev["per_region"].items())
     cfg = json.loads((run / "config.json").read_text())
-    row = {"benchmark": "supervised_bounds", "dataset": a.dataset, "labeled": summ["labeled"],
-           "unlabeled": 0, "method": "supervised", "networks": cfg["network"] + f" ({a.config})",
+    sup = cfg["method"] == "supervised"
+    nets = cfg["network"] if sup else "+".join(
+        [cfg["network"], cfg["method_options"].get("partner") or cfg["network"]])
+    row = {"benchmark": "supervised_bounds" if sup else f"{cfg['method']}_budget", "dataset": a.dataset,
+           "labeled": summ["labeled"], "unlabeled": 0 if sup else summ["unlabeled"], "method": cfg["method"],
+           "networks": nets + f" ({a.config})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
            "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}", "hd95": f"{ev['mean_over_regions']['hd95']:.2f}",

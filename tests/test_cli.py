@@ -9,11 +9,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--iterations", "3"]) == 0
     out = capsys.readouterr().out
     assert "check:" in out and "0 errors" in out and "plan:" in out and "preprocess:" in out
-    assert "train: 3 iterations" in out and "predict: 4 validation cases" in out
+    assert "train supervised: 3 iterations" in out and "train cps: 3 iterations" in out
+    assert "predict cps: 4 validation cases" in out and "supervised" in out and "CPS" in out
     assert (tmp_path / "demo" / "work" / "plans.json").exists()
     assert (tmp_path / "demo" / "roundtrip_val" / "summary.json").exists()
-    assert (tmp_path / "demo" / "predictions" / "summary.json").exists()
-    assert (tmp_path / "demo" / "run" / "checkpoints" / "best.pt").exists()
+    for m in ("supervised", "cps"):
+        assert (tmp_path / "demo" / f"predictions_{m}" / "summary.json").exists()
+        assert (tmp_path / "demo" / f"run_{m}" / "checkpoints" / "best.pt").exists()
     # a second run replaces its own folder, but never a folder it did not make
     assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--iterations", "1"]) == 0
     (tmp_path / "other").mkdir()
@@ -46,3 +48,21 @@ def test_top_level_api_matches_the_cli(tiny, tmp_path):
     assert semiseg.preprocess(tmp_path / "w", workers=1, progress=False)["done"] == 4
     import semiseg.planning as planning  # the modules stay importable beside the functions
     assert planning.load_plans(tmp_path / "w")["target_spacing"] == p["target_spacing"]
+
+
+def test_cli_lists_every_registered_method_and_network():
+    from semiseg.cli import METHODS, NETWORKS
+    from semiseg.methods import available_methods
+    from semiseg.nets import available
+
+    assert sorted(METHODS) == sorted(available_methods())
+    assert sorted(NETWORKS) == sorted(available())
+
+
+def test_train_option_errors_are_clean(tiny, tmp_path, capsys):
+    w = tmp_path / "w"
+    assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--partner-options", "{bad", "-q"]) == 2
+    assert "--partner-options: not JSON" in capsys.readouterr().err
+    assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--cps-lambda", "1", "-q"]) == 2
+    assert "supervised training takes no method options" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -57,8 +57,10 @@ def _cli(*args):
     return [sys.executable, "-m", "semiseg", "train", *map(str, args)]
 
 
-def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path):
-    common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1, "-q"]
+@pytest.mark.parametrize("method", ["supervised", "cps"])
+def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
+    common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1,
+              "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else [])
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
     run = tmp_path / "killed"
@@ -82,15 +84,19 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path):
     assert [i for i, _ in a] == [i for i, _ in b] == list(range(1, 15))
     for (_, x), (_, y) in zip(a, b):
         assert abs(x - y) < 1e-4 * max(1, abs(x))
-    wa = torch.load(ref / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
-    wb = torch.load(run / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
-    for k in wa:
-        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+    na = torch.load(ref / "checkpoints/final.pt", weights_only=True)["nets"]
+    nb = torch.load(run / "checkpoints/final.pt", weights_only=True)["nets"]
+    for name, wa in na.items():
+        for k in wa:
+            assert torch.allclose(wa[k], nb[name][k], atol=1e-5), (name, k)
 
 
-def test_ddp_two_processes_match_one(tiny_work, tmp_path):
+@pytest.mark.parametrize("method", ["supervised", "cps"])
+def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     common = ["--iterations", 3, "--val-every", 100, "--base-features", 4, "--amp", "off", "--workers", 0,
-              "--batch-size", 4, "--no-augment", "-q"]
+              "--batch-size", 4, "--no-augment", "-q", "--method", method]
+    if method == "cps":  # 2 labeled + 2 unlabeled per rank, lambda on from the first step
+        common += ["--labeled", 2, "--unlabeled-batch", 4, "--cps-ramp", 0]
     one = tmp_path / "one"
     subprocess.run(_cli(tiny_work, "-o", one, *common), check=True, capture_output=True)
     two = tmp_path / "two"
@@ -99,9 +105,12 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path):
                         "-m", "semiseg", "train", str(tiny_work), "-o", str(two), *map(str, common)],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
-    wa = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
-    wb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]["net"]
-    diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
-    moved = max(float((wa[k]).abs().max()) for k in wa)
-    assert diff < 1e-4 * moved, diff
+    na = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]
+    nb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]
+    assert set(na) == ({"net"} if method == "supervised" else {"net1", "net2"})
+    for name, wa in na.items():
+        wb = nb[name]
+        diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+        moved = max(float((wa[k]).abs().max()) for k in wa)
+        assert diff < 1e-4 * moved, (name, diff)
     assert json.loads((two / "summary.json").read_text())["processes"] == 2

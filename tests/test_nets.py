@@ -44,6 +44,12 @@ def test_registered_networks(name, patch, opts):
     with torch.no_grad():
         y = net(torch.randn(1, 1, *patch))
     assert list(y.shape) == [1, 3, *patch]
+    # every parameter gets a gradient in training (DistributedDataParallel refuses unused ones)
+    net.train()
+    out = net(torch.randn(2, 1, *patch))  # batch 2: VNet batch-normalises a 1-voxel bottleneck
+    sum(o.float().mean() for o in (out if isinstance(out, list) else [out])).backward()
+    unused = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused, unused[:5]
 
 
 def test_patch_must_fit_the_network():

@@ -107,14 +107,39 @@ def _train_config(a):
         opts["base_features"] = a.base_features
     if a.depth:
         opts["depth"] = a.depth
+    if a.network_options:
+        opts.update(_json_option(a.network_options, "--network-options"))
+    mopts = {k: v for k, v in (("partner", a.partner), ("cps_loss", a.cps_loss), ("lambda_max", a.cps_lambda),
+                               ("ramp", a.cps_ramp), ("wait", a.cps_wait), ("memory", a.cps_memory)) if v is not None}
+    if a.partner_options:
+        mopts["partner_options"] = _json_option(a.partner_options, "--partner-options")
+    if a.cps_unlabeled_only:
+        mopts["on_labeled"] = False
     aug = {"enabled": not a.no_augment}
     if a.elastic is not None:
         aug["p_elastic"] = a.elastic
-    return TrainConfig(configuration=a.config, method=a.method, network=a.network, network_options=opts,
-                       patch_size=a.patch_size, batch_size=a.batch_size, labeled=labeled, minutes=a.minutes,
-                       iterations=a.iterations, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
-                       loss=a.loss, fg_oversample=a.fg_oversample, aug=aug, val_every=a.val_every,
-                       val_step=a.val_step, log_every=a.log_every, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
+    cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
+                      network_options=opts, patch_size=a.patch_size, batch_size=a.batch_size,
+                      unlabeled_batch=a.unlabeled_batch, labeled=labeled, minutes=a.minutes,
+                      iterations=a.iterations, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
+                      loss=a.loss, fg_oversample=a.fg_oversample, aug=aug, val_every=a.val_every,
+                      val_step=a.val_step, log_every=a.log_every, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
+    from .methods import create_method
+
+    create_method(cfg.method, cfg)  # refuses unknown or misplaced method options before anything is read
+    return cfg
+
+
+def _json_option(text: str, flag: str) -> dict:
+    import json
+
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemisegError(f"{flag}: not JSON ({e}); e.g. '{{\"hidden_size\": 384}}'") from None
+    if not isinstance(v, dict):
+        raise SemisegError(f"{flag}: needs a JSON object of options, not {text!r}")
+    return v
 
 
 def cmd_train(a) -> int:
@@ -154,8 +179,13 @@ def cmd_predict(a) -> int:
 def cmd_demo(a) -> int:
     from .synthetic import run_demo
 
-    run_demo(a.out, workers=a.workers, progress=_progress(a), train_iterations=a.iterations)
+    run_demo(a.out, workers=a.workers, progress=_progress(a), train_iterations=a.iterations, demo_labeled=a.labeled)
     return 0
+
+
+# listed here so that `semiseg --help` does not import torch; tests/test_cli.py checks them against the registries
+METHODS = ["supervised", "cps"]
+NETWORKS = ["dynunet", "unet", "unetr", "swinunetr", "vnet"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,13 +243,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("work", metavar="WORK")
     p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
     p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
-    p.add_argument("--method", default="supervised", help="training method (default supervised)")
+    p.add_argument("--method", default="supervised", choices=METHODS,
+                   help="supervised (default) or cps (cross pseudo supervision of two networks)")
     p.add_argument("--network", default="dynunet",
-                   help="registered network: dynunet (nnU-Net's U-Net, default), unet, unetr, swinunetr, vnet")
+                   help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net)")
     p.add_argument("--base-features", type=int, help="network width (first-stage features)")
     p.add_argument("--depth", type=int, help="network depth (stages)")
+    p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}'")
     p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
-    p.add_argument("--batch-size", type=int, help="override the plan's batch size (global, over all processes)")
+    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
+    p.add_argument("--unlabeled-batch", type=int,
+                   help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
+    g = p.add_argument_group("cross pseudo supervision (--method cps)")
+    g.add_argument("--partner", metavar="NET", help="net2's network (default: the same as --network, other weights); "
+                   "e.g. unetr for seed 004's CNN + Transformer pair")
+    g.add_argument("--partner-options", metavar="JSON", help="net2's network options (JSON object)")
+    g.add_argument("--cps-loss", choices=["dice_ce", "dice"], help="loss on pseudo-labels: dice_ce (seed 003, "
+                   "default) or dice (seed 004)")
+    g.add_argument("--cps-lambda", type=float, help="weight of the CPS loss after the ramp (default 0.5)")
+    g.add_argument("--cps-ramp", type=float, help="share of the budget over which lambda rises from 0 (default 0.2)")
+    g.add_argument("--cps-wait", type=float, help="share of the budget trained supervised only first (default 0)")
+    g.add_argument("--cps-memory", choices=["joint", "sequential"],
+                   help="joint (default, fastest) or sequential: one network's graph at a time, less memory, "
+                        "one extra forward pass")
+    g.add_argument("--cps-unlabeled-only", action="store_true",
+                   help="cross-supervise on unlabeled patches only (both seeds also do it on labeled ones)")
     g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")
     g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split")
     g.add_argument("--labeled-list", metavar="FILE", help="case IDs (text or JSON; with --labeled-key for an object)")
@@ -235,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fg-oversample", type=float, default=0.33, help="share of patches centred on foreground")
     g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
     g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
-    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget)")
+    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget; 0 = no validation, best.pt = final)")
     g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
     g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
     g.add_argument("--seed", type=int, default=0)
@@ -263,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
-    p.add_argument("--iterations", type=int, default=150, help="training iterations (default 150)")
+    p.add_argument("--iterations", type=int, default=150, help="training iterations of each model (default 150)")
+    p.add_argument("--labeled", type=int, default=2, help="labeled cases to train on; the rest are unlabeled (default 2)")
     return ap
 
 

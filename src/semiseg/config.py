@@ -16,11 +16,12 @@ from .utils import SemisegError
 class TrainConfig:
     configuration: str = "3d"          # plans.json configuration: 3d | 2d
     method: str = "supervised"         # registered method
+    method_options: dict = field(default_factory=dict)   # the method's own options, e.g. cps: {"lambda_max": 0.5}
     network: str = "dynunet"           # registered network
     network_options: dict = field(default_factory=dict)  # e.g. {"base_features": 16, "depth": 4}
     patch_size: list | None = None     # override the plan's patch (z, y, x) or (y, x)
     batch_size: int | None = None      # global labeled batch (default: the plan's)
-    unlabeled_batch: int = 0           # unlabeled patches per global batch (semi-supervised methods)
+    unlabeled_batch: int | None = None  # unlabeled patches per global batch (default: the method's choice)
     labeled: list | None = None        # a subset of the plan's labeled cases (others become unlabeled)
     minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
     iterations: int | None = None      # iteration budget (the schedule runs over it)
@@ -32,7 +33,7 @@ class TrainConfig:
     loss: str = "dice_ce"              # dice_ce | dice | ce
     fg_oversample: float = 0.33
     aug: AugmentConfig = field(default_factory=AugmentConfig)
-    val_every: int | None = None       # iterations between validations (default: 10 per budget)
+    val_every: int | None = None       # iterations between validations (default: 10 per budget; 0: none)
     val_step: float = 0.5              # sliding-window step during validation
     checkpoint_minutes: float = 5.0    # also write latest.pt at least this often
     log_every: int = 10

@@ -184,12 +184,21 @@ class RunLog:
             pts = [(float(r["iteration"]), float(r[key])) for r in self.rows if r.get(key) not in (None, "", "nan")]
             return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
 
-        fig, ax = plt.subplots(2, 2, figsize=(11, 7))
-        for k in (self.columns or []):
-            if k not in ("iteration", "elapsed_s", "lr", "it_per_s") and not k.startswith("val_"):
+        scalars = [k for k in (self.columns or []) if k not in ("iteration", "elapsed_s", "lr", "it_per_s")
+                   and not k.startswith("val_")]
+        others = [k for k in scalars if not k.startswith("loss")]  # e.g. CPS lambda and agreement
+        fig, ax = plt.subplots(2, 3 if others else 2, figsize=(16 if others else 11, 7), squeeze=False)
+        for k in scalars:
+            if k.startswith("loss"):
                 ax[0, 0].plot(*series(k), label=k)
         ax[0, 0].set_title("training losses")
         ax[0, 0].legend(fontsize=7)
+        if others:
+            for k in others:
+                ax[0, 2].plot(*series(k), label=k)
+            ax[0, 2].set_title("method: " + ", ".join(others))
+            ax[0, 2].legend(fontsize=7)
+            ax[1, 2].axis("off")
         ax[0, 1].plot(*series("val_dice"), "o-", label="mean")
         for n in self.names if len(self.names) > 1 else []:
             ax[0, 1].plot(*series(f"val_dice_{n}"), ".--", label=n)
@@ -269,7 +278,11 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         nets[name] = net
         optims[name] = make_optimizer(cfg, net.parameters())
     batch = net_cfg["batch_size"]
-    ubatch = cfg.unlabeled_batch or getattr(method, "unlabeled_batch", 0)
+    ubatch = cfg.unlabeled_batch if cfg.unlabeled_batch is not None else method.unlabeled_batch(batch)
+    notes = []
+    if ubatch and not unlabeled and cfg.unlabeled_batch is None:
+        notes.append(f"{cfg.method}: no unlabeled cases in this split, so no unlabeled patches")
+        ubatch = 0
     ds = PatchBatches(work, labeled, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug, cfg.fg_oversample,
                       unlabeled, ubatch, rank, world)
     if rank == 0 and not resume:  # only once networks and data are known good: no half-made run folders
@@ -301,8 +314,12 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     loader = batch_loader(ds, it, workers)
 
     budget_s = cfg.minutes * 60 if cfg.minutes else None
-    val_every = cfg.val_every or (max(1, cfg.iterations // 10) if cfg.iterations else None)
-    val_every_s = budget_s / 10 if (budget_s and not cfg.val_every) else None
+    if cfg.val_every == 0:  # no validation: best.pt is the final network
+        val_every = val_every_s = None
+        val = []
+    else:
+        val_every = cfg.val_every or (max(1, cfg.iterations // 10) if cfg.iterations else None)
+        val_every_s = budget_s / 10 if (budget_s and not cfg.val_every) else None
     names = class_names(plans["labels"], n_cls)
     total = cfg.iterations or None
     bar = tqdm(total=total or int(budget_s), initial=it if total else int(elapsed), disable=not progress or rank > 0,
@@ -317,6 +334,10 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                f"batch {batch}{f' + {ubatch} unlabeled' if ubatch else ''}; {world} process(es) on {device}; "
                f"{workers} loader worker(s); budget "
                + (f"{cfg.minutes:g} min" if cfg.minutes else "") + (f" {cfg.iterations} it" if cfg.iterations else ""))
+        for n in notes:
+            rl.log(n)
+        if cfg.method_options:
+            rl.log(f"method options: {cfg.method_options}")
         rl.log("parameters: " + ", ".join(f"{k} {sum(p.numel() for p in v.parameters()) / 1e6:.2f} M"
                                             for k, v in nets.items()))
 
@@ -344,6 +365,11 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
             return d, per
         return None, None
 
+    def backward(part):
+        if not torch.isfinite(part):
+            raise SemisegError(f"iteration {it}: the loss is {part.item()} (diverged); lower --lr or check the data")
+        scaler.scale(part).backward()
+
     sampler = ResourceSampler() if rank == 0 else None
     if sampler:
         sampler.__enter__()
@@ -363,12 +389,14 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 o.zero_grad(set_to_none=True)
             for n in nets.values():
                 n.train()
+            state = {"iteration": it, "progress": progress_of(it, elapsed), "backward": backward}
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                losses = method.losses(train_nets, b, {"iteration": it, "progress": progress_of(it, elapsed)})
+                losses = method.losses(train_nets, b, state)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise SemisegError(f"iteration {it}: the loss is {loss.item()} (diverged); lower --lr or check the data")
-            scaler.scale(loss).backward()
+            if loss.requires_grad:
+                backward(loss)
             for k, o in optims.items():
                 scaler.unscale_(o)
                 torch.nn.utils.clip_grad_norm_(nets[k].parameters(), cfg.grad_clip)
@@ -376,7 +404,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
             scaler.update()
             it += 1
             for k, v in losses.items():
-                window.setdefault(k, []).append(float(v.detach()))
+                window.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else float(v))
             elapsed = time.time() - t_start
             if world > 1:  # rank 0's clock decides, so every rank stops at the same iteration
                 import torch.distributed as dist
@@ -386,11 +414,12 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                 elapsed = float(t.item())
             done = (cfg.iterations is not None and it >= cfg.iterations) or (budget_s is not None and elapsed >= budget_s)
             bar.update(1 if total else int(elapsed) - bar.n)
-            do_val = done or (val_every and it % val_every == 0) or (val_every_s and elapsed - last_val_t >= val_every_s)
+            do_val = (done and bool(val)) or (val_every and it % val_every == 0) or (val_every_s and elapsed - last_val_t >= val_every_s)
             if it % cfg.log_every == 0 or do_val or done:
                 row = {"iteration": it, "elapsed_s": round(elapsed, 2), "lr": lr,
                        "it_per_s": (it - wit0) / max(time.time() - wt0, 1e-9)}
-                row.update({k: float(np.mean(v)) for k, v in window.items()})
+                row.update({k: (float(np.nanmean(v)) if not np.all(np.isnan(v)) else float("nan"))
+                            for k, v in window.items()})
                 window, wt0, wit0 = {}, time.time(), it
                 if do_val:
                     last_val_t = elapsed
@@ -401,7 +430,10 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                         if d > best["val_dice"]:
                             best = {"val_dice": d, "iteration": it}
                             checkpoint("best")
-                        rl.log(f"it {it}: loss {row['loss']:.4f} val Dice {d:.4f} "
+                        extra = "".join(f" {k} {v:.3f}" for k, v in row.items() if k not in
+                                        ("iteration", "elapsed_s", "lr", "it_per_s", "loss")
+                                        and not k.startswith(("loss", "val_")) and isinstance(v, float))
+                        rl.log(f"it {it}: loss {row['loss']:.4f}{extra} val Dice {d:.4f} "
                                f"({', '.join(f'{n} {v:.3f}' for n, v in zip(names, per))}) best {best['val_dice']:.4f} "
                                f"@ {best['iteration']}; {row['it_per_s']:.2f} it/s")
                     _barrier(world)
@@ -426,7 +458,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     checkpoint("final")
     if not val:
         checkpoint("best")
-        rl.log("no validation cases: best.pt is the final network")
+        rl.log("no validation: best.pt is the final network")
     rl.plot(force=True)
     res = sampler.result() if sampler else {}
     summary = {"iterations": it, "elapsed_s": round(elapsed, 1), "best_val_dice": best["val_dice"],

@@ -9,9 +9,10 @@ folder, in ``groundtruth_unlabeled/``, for benchmarks), and a ``splits.json`` na
 cases.
 
 :func:`run_demo` then runs semiseg end to end: check, plan, preprocess, the preprocessing round
-trip of the validation labels (the ceiling a model can reach at the planned spacing), a short
-supervised 3D training, prediction of the validation images and their evaluation in the
-original geometry.
+trip of the validation labels (the ceiling a model can reach at the planned spacing), then two
+short 3D trainings on the same few labeled cases, supervised and cross pseudo supervision (which
+also learns from the unlabeled cases), prediction of the validation images with each, and their
+evaluation in the original geometry side by side.
 """
 from __future__ import annotations
 
@@ -99,9 +100,9 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
 
 
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
-             progress: bool = True, log=print, train_iterations: int = 150) -> dict:
-    """Generate the synthetic dataset and run check -> plan -> preprocess -> train -> predict ->
-    evaluate."""
+             progress: bool = True, log=print, train_iterations: int = 150, demo_labeled: int = 2) -> dict:
+    """Generate the synthetic dataset and run check -> plan -> preprocess -> train (supervised and
+    CPS on ``demo_labeled`` labeled cases) -> predict -> evaluate."""
     from .checking import check_dataset
     from .metrics import evaluate, format_table
     from .planning import plan
@@ -157,27 +158,40 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
         "(the ceiling a model can reach at the planned spacing)")
     times["roundtrip"] = time.time() - t
 
-    t = time.time()
-    cfg = TrainConfig(configuration="3d", iterations=train_iterations, val_every=max(1, train_iterations // 3), seed=0)
-    s = train(out / "work", out / "run", cfg, progress=progress)
-    log(f"[demo] train: {s['iterations']} iterations in {s['elapsed_s']:.0f} s, best validation Dice "
-        f"{s['best_val_dice']:.4f}")
-    times["train"] = time.time() - t
-
-    t = time.time()
     val_in = out / "val_images"
     val_in.mkdir(exist_ok=True)
     for cid in plans["split"]["val"]:
         shutil.copy(ds / "imagesTr" / f"{cid}_0000.nii.gz", val_in / f"{cid}_0000.nii.gz")
-    r = predict_folder([str(out / "run")], val_in, out / "predictions", profile=str(out / "predict_profile.csv"),
-                       progress=progress)
-    secs = [row["seconds"] for row in r["rows"]]
-    log(f"[demo] predict: {r['done']} validation cases, {sum(secs) / max(len(secs), 1):.2f} s per case")
-    summary = evaluate(out / "predictions", ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
-                       progress=False)
-    log("[demo] evaluate (the trained model on the validation cases, original geometry):")
-    log(format_table(summary))
-    times["predict_evaluate"] = time.time() - t
+    labeled = plans["split"]["labeled"][:demo_labeled]
+    log(f"[demo] training on {len(labeled)} labeled cases ({', '.join(labeled)}); the other "
+        f"{len(plans['split']['labeled']) + len(plans['split']['unlabeled']) - len(labeled)} training cases are "
+        "unlabeled: supervised (labeled only) vs cross pseudo supervision (labeled + unlabeled), "
+        f"{train_iterations} iterations each")
+    results = {}
+    for method in ("supervised", "cps"):
+        t = time.time()
+        cfg = TrainConfig(configuration="3d", method=method, labeled=labeled, iterations=train_iterations,
+                          val_every=max(1, train_iterations // 3), seed=0)
+        run = out / f"run_{method}"
+        s = train(out / "work", run, cfg, progress=progress)
+        log(f"[demo] train {method}: {s['iterations']} iterations in {s['elapsed_s']:.0f} s "
+            f"({s['seconds_per_iteration']} s/it), best validation Dice {s['best_val_dice']:.4f}")
+        times[f"train_{method}"] = time.time() - t
+        t = time.time()
+        pred = out / f"predictions_{method}"
+        r = predict_folder([str(run)], val_in, pred, profile=str(out / f"predict_profile_{method}.csv"),
+                           progress=progress)
+        secs = [row["seconds"] for row in r["rows"]]
+        results[method] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
+                                   progress=False)
+        log(f"[demo] predict {method}: {r['done']} validation cases, {sum(secs) / max(len(secs), 1):.2f} s per case; "
+            "evaluation in the original geometry:")
+        log(format_table(results[method]))
+        times[f"predict_evaluate_{method}"] = time.time() - t
+    d = {m: results[m]["mean_over_regions"]["dsc"] for m in results}
+    log(f"[demo] validation DSC with {len(labeled)} labeled cases: supervised {d['supervised']:.4f}, "
+        f"CPS {d['cps']:.4f} ({100 * (d['cps'] - d['supervised']):+.1f} points from the unlabeled cases)")
+    summary = results["cps"]
     times["total"] = time.time() - t0
     log(f"[demo] done in {times['total']:.1f} s; everything is under {out}")
-    return {"out": str(out), "times": times, "summary": summary, "plans": plans}
+    return {"out": str(out), "times": times, "summary": summary, "results": results, "plans": plans}

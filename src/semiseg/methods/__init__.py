@@ -6,10 +6,16 @@ A method has
   with its own optimizer and schedule;
 - ``losses(nets, batch, state) -> {name: tensor}``: ``"loss"`` is what is minimised, every other
   entry is logged (scalars, e.g. agreement between networks); ``state`` holds ``progress`` (0..1
-  of the budget) and ``iteration``;
+  of the budget), ``iteration`` and ``backward`` (a method that saves memory may backpropagate
+  parts of its loss itself with ``state["backward"](part)`` and return ``loss`` detached; the
+  engine backpropagates ``loss`` only when it still requires grad);
 - ``predict_with() -> [names]``: the networks whose softmax is averaged for validation and
   prediction;
-- ``unlabeled_batch``: how many unlabeled patches it wants per global batch (0 for supervised).
+- ``unlabeled_batch(labeled_batch) -> int``: how many unlabeled patches it wants per global batch
+  (0 for supervised; ``--unlabeled-batch`` overrides).
+
+Method options live in ``TrainConfig.method_options`` (``RUN/config.json``); a method rejects
+options it does not know.
 
 Adding a method is one registered class in its own file; the engine does not change.
 """
@@ -35,4 +41,4 @@ def create_method(name: str, config):
     return _METHODS.get(name)(config)
 
 
-from . import supervised  # noqa: E402,F401  (registers the method)
+from . import cps, supervised  # noqa: E402,F401  (register the methods)

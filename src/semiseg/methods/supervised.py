@@ -9,7 +9,13 @@ from . import register_method
 class Supervised:
     def __init__(self, config):
         self.config = config
-        self.unlabeled_batch = 0
+        if config.method_options:
+            from ..utils import SemisegError
+
+            raise SemisegError(f"supervised training takes no method options (got {', '.join(config.method_options)})")
+
+    def unlabeled_batch(self, labeled_batch: int) -> int:
+        return 0
 
     def networks(self) -> dict:
         return {"net": {"network": self.config.network, "options": dict(self.config.network_options)}}

@@ -89,8 +89,14 @@ def unetr(cfg: dict, in_channels: int, out_channels: int, feature_size: int = 16
 
     patch = cfg["patch_size"]
     _require_divisible("unetr", patch, 16)
-    return UNETR(in_channels, out_channels, patch, feature_size=feature_size, hidden_size=hidden_size,
-                 mlp_dim=mlp_dim, num_heads=num_heads, spatial_dims=len(patch))
+    net = UNETR(in_channels, out_channels, patch, feature_size=feature_size, hidden_size=hidden_size,
+                mlp_dim=mlp_dim, num_heads=num_heads, spatial_dims=len(patch))
+    # MONAI's transformer blocks build a cross-attention norm even without cross-attention: parameters
+    # that never get a gradient (DistributedDataParallel refuses those). Drop them.
+    for blk in net.vit.blocks:
+        if not getattr(blk, "with_cross_attention", True) and hasattr(blk, "norm_cross_attn"):
+            blk.norm_cross_attn = torch.nn.Identity()
+    return net
 
 
 @register("swinunetr")

@@ -1,0 +1,158 @@
+"""Cross pseudo supervision (seeds 003 and 004; seed 000 for the heterogeneous 2D pair).
+
+Two networks, ``net1`` and ``net2``, see the same batch of labeled and unlabeled patches. Each is
+trained on the labels (``L_sup``) and on the other network's hard pseudo-labels (its argmax,
+detached) on the unlabeled and the labeled patches (``L_cps = L_cps^u + L_cps^l``, seed 003 eq. 1-3,
+seed 004 eq. 2-4):
+
+    L = L_sup(net1) + L_sup(net2) + lambda * (l(net1, argmax net2) + l(net2, argmax net1))
+
+``l`` is Dice + CE (seed 003) or Dice (seed 004). ``lambda`` is 0 for a supervised-only wait (seed
+004: 15 epochs), then ramps linearly to ``lambda_max`` (0.5) over ``ramp`` of the budget and stays
+(seed 003); both are fractions of the budget's progress so they fit minutes and iterations alike.
+
+The pair is the same architecture with different initialisations (default: the engine builds the
+two networks one after the other from one seeded RNG, so their weights differ), or a different
+``partner`` network (3D U-Net + UNETR as seed 004; in 2D a CNN with a Transformer hybrid).
+Validation and prediction sum both networks' softmax; ``semiseg predict --nets net1`` uses one.
+
+Memory. ``memory="joint"`` runs each network once on the labeled+unlabeled batch and keeps both
+graphs until the backward pass (two networks at twice the batch: about 4x the activations of
+supervised training). ``memory="sequential"`` computes net2's pseudo-labels without a graph, then
+net1's forward and backward, then net2's: only one graph is alive at a time, for one extra forward
+pass of net2 without gradients. The pseudo-labels are the same (same weights, same input), so both
+modes take the same steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..losses import heads, main_output, seg_loss
+from ..utils import SemisegError
+from . import register_method
+
+
+@dataclass
+class CPSOptions:
+    partner: str | None = None          # net2's network (default: the same as net1)
+    partner_options: dict | None = None  # net2's options (default: net1's when the same network)
+    cps_loss: str = "dice_ce"           # dice_ce (seed 003) | dice (seed 004)
+    lambda_max: float = 0.5
+    ramp: float = 0.2                   # share of the budget over which lambda ramps 0 -> lambda_max
+    wait: float = 0.0                   # share of the budget trained supervised only, before the ramp
+    on_labeled: bool = True             # also cross-supervise on the labeled patches (both seeds)
+    memory: str = "joint"               # joint | sequential (one graph at a time)
+
+    def __post_init__(self):
+        if self.cps_loss not in ("dice_ce", "dice", "ce"):
+            raise SemisegError(f"CPS loss must be dice_ce, dice or ce, not {self.cps_loss!r}")
+        if self.memory not in ("joint", "sequential"):
+            raise SemisegError(f"CPS memory mode must be joint or sequential, not {self.memory!r}")
+        if self.lambda_max < 0:
+            raise SemisegError(f"CPS lambda must be >= 0, not {self.lambda_max}")
+        if not (0 <= self.wait < 1 and 0 <= self.ramp <= 1):
+            raise SemisegError(f"CPS wait ({self.wait}) and ramp ({self.ramp}) are shares of the budget in [0, 1)")
+
+
+def cps_weight(o: CPSOptions, progress: float) -> float:
+    """lambda at a point of the budget: 0 during the wait, then a linear ramp, then lambda_max."""
+    if progress < o.wait:
+        return 0.0
+    if o.ramp <= 0:
+        return o.lambda_max
+    return o.lambda_max * min(1.0, (progress - o.wait) / o.ramp)
+
+
+def hard_agreement(a: torch.Tensor, b: torch.Tensor, n_classes: int) -> float:
+    """Mean foreground Dice between two label maps (classes present in either; 1.0 if none is)."""
+    ds = []
+    for c in range(1, n_classes):
+        x, y = a == c, b == c
+        s = int(x.sum()) + int(y.sum())
+        if s:
+            ds.append(2 * int((x & y).sum()) / s)
+    return float(sum(ds) / len(ds)) if ds else 1.0
+
+
+def _slice(out, sl):
+    return [h[sl] for h in heads(out)]
+
+
+def _no_ddp(net):
+    return getattr(net, "module", net)
+
+
+@register_method("cps")
+class CPS:
+    def __init__(self, config):
+        self.config = config
+        try:
+            self.opts = CPSOptions(**config.method_options)
+        except TypeError as e:
+            raise SemisegError(f"cps method options: {e}") from None
+
+    def unlabeled_batch(self, labeled_batch: int) -> int:
+        return labeled_batch  # seed 004: 2 labeled + 2 unlabeled
+
+    def networks(self) -> dict:
+        c, o = self.config, self.opts
+        partner = o.partner or c.network
+        popts = o.partner_options if o.partner_options is not None else \
+            (dict(c.network_options) if partner == c.network else {})
+        return {"net1": {"network": c.network, "options": dict(c.network_options)},
+                "net2": {"network": partner, "options": dict(popts)}}
+
+    def predict_with(self) -> list[str]:
+        return ["net1", "net2"]
+
+    def _terms(self, out, n_lab, label, pseudo, lam):
+        """Supervised and cross-pseudo terms of one network's output on [labeled; unlabeled]."""
+        kind = self.config.loss
+        sup = seg_loss(_slice(out, slice(0, n_lab)), label, kind)
+        cps = torch.zeros((), device=label.device)
+        if lam > 0:
+            ck = self.opts.cps_loss
+            if pseudo.shape[0] > n_lab:
+                cps = cps + seg_loss(_slice(out, slice(n_lab, None)), pseudo[n_lab:], ck)
+            if self.opts.on_labeled:
+                cps = cps + seg_loss(_slice(out, slice(0, n_lab)), pseudo[:n_lab], ck)
+        return sup, cps
+
+    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+        lam = cps_weight(self.opts, state["progress"])
+        image, label = batch["image"], batch["label"]
+        n_lab = image.shape[0]
+        # during the supervised-only wait the unlabeled patches would be computed for nothing
+        x = torch.cat([image, batch["image_u"]]) if ("image_u" in batch and lam > 0) else image
+        n1, n2 = nets["net1"], nets["net2"]
+        if self.opts.memory == "joint":
+            out1, out2 = n1(x), n2(x)
+            p1, p2 = main_output(out1).detach().argmax(1), main_output(out2).detach().argmax(1)
+            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
+            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
+            loss = sup1 + sup2 + lam * (cps1 + cps2)
+            n_cls = main_output(out1).shape[1]
+        else:
+            p2 = None
+            if lam > 0:
+                with torch.no_grad():
+                    p2 = main_output(_no_ddp(n2)(x)).argmax(1)
+            out1 = n1(x)
+            n_cls = main_output(out1).shape[1]
+            p1 = main_output(out1).detach().argmax(1)
+            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
+            l1 = sup1 + lam * cps1
+            state["backward"](l1)
+            del out1
+            out2 = n2(x)
+            p2 = main_output(out2).detach().argmax(1)
+            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
+            l2 = sup2 + lam * cps2
+            state["backward"](l2)
+            del out2
+            loss = (l1 + l2).detach()
+        agree = hard_agreement(p1[n_lab:], p2[n_lab:], n_cls) if x.shape[0] > n_lab else float("nan")
+        return {"loss": loss, "loss_sup_net1": sup1.detach(), "loss_sup_net2": sup2.detach(),
+                "loss_cps_net1": cps1.detach(), "loss_cps_net2": cps2.detach(), "lambda": lam, "agreement_u": agree}

@@ -1,0 +1,149 @@
+"""Cross pseudo supervision: the lambda schedule, the loss terms against a hand computation, the
+memory-saving mode taking the same step as the joint one, heterogeneous pairs, and whole runs
+(both networks checkpointed, logged, ensembled and usable alone)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import train_config
+from semiseg.engine import train
+from semiseg.losses import seg_loss
+from semiseg.methods import create_method
+from semiseg.methods.cps import CPSOptions, cps_weight, hard_agreement
+from semiseg.nets import create_network
+from semiseg.utils import SemisegError
+
+CFG3 = {"patch_size": [16, 16, 16], "n_stages": 3, "pool_kernels": [[2, 2, 2], [2, 2, 2]],
+        "conv_kernels": [[3, 3, 3]] * 3, "features_per_stage": [4, 8, 16], "batch_size": 2}
+
+
+def test_lambda_schedule():
+    o = CPSOptions(lambda_max=0.5, wait=0.1, ramp=0.2)
+    assert cps_weight(o, 0.0) == 0 and cps_weight(o, 0.099) == 0
+    assert cps_weight(o, 0.2) == pytest.approx(0.25)   # half-way up the ramp
+    assert cps_weight(o, 0.3) == pytest.approx(0.5) and cps_weight(o, 1.0) == pytest.approx(0.5)
+    assert cps_weight(CPSOptions(ramp=0), 0.0) == 0.5
+    with pytest.raises(SemisegError, match="memory"):
+        CPSOptions(memory="cheap")
+
+
+def test_hard_agreement_known_values():
+    a = torch.tensor([[0, 1, 1, 2]])
+    b = torch.tensor([[0, 1, 0, 0]])
+    # class 1: 2*1/(2+1) = 2/3; class 2: 0/(1+0) = 0
+    assert hard_agreement(a, b, 3) == pytest.approx(1 / 3)
+    assert hard_agreement(torch.zeros(1, 4), torch.zeros(1, 4), 3) == 1.0
+
+
+def _pair(**opts):
+    cfg = train_config(method="cps", method_options=opts)
+    m = create_method("cps", cfg)
+    torch.manual_seed(0)
+    nets = {k: create_network(s["network"], CFG3, 1, 3, **s["options"]) for k, s in m.networks().items()}
+    return m, nets
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.randn(2, 1, 16, 16, 16, generator=g), "label": torch.randint(0, 3, (2, 16, 16, 16), generator=g),
+            "image_u": torch.randn(2, 1, 16, 16, 16, generator=g)}
+
+
+def test_loss_is_supervised_plus_lambda_times_cross_terms():
+    m, nets = _pair(ramp=0, lambda_max=0.5)
+    b = _batch()
+    for n in nets.values():
+        n.train()
+    out = m.losses(nets, b, {"progress": 0.5, "iteration": 0, "backward": None})
+    x = torch.cat([b["image"], b["image_u"]])
+    with torch.no_grad():
+        o1, o2 = nets["net1"](x), nets["net2"](x)
+        p1, p2 = o1[0].argmax(1), o2[0].argmax(1)
+
+        def part(o, sl):
+            return [h[sl] for h in o]
+        sup = seg_loss(part(o1, slice(0, 2)), b["label"]) + seg_loss(part(o2, slice(0, 2)), b["label"])
+        cps = (seg_loss(part(o1, slice(2, 4)), p2[2:]) + seg_loss(part(o1, slice(0, 2)), p2[:2])
+               + seg_loss(part(o2, slice(2, 4)), p1[2:]) + seg_loss(part(o2, slice(0, 2)), p1[:2]))
+    assert float(out["loss"].detach()) == pytest.approx(float(sup + 0.5 * cps), rel=1e-5)
+    assert out["lambda"] == 0.5 and 0 <= out["agreement_u"] <= 1
+    # the two networks start from different weights (seed 003: same architecture, other initialisation)
+    w1, w2 = nets["net1"].state_dict(), nets["net2"].state_dict()
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_wait_period_is_supervised_only():
+    m, nets = _pair(wait=0.5)
+    out = m.losses(nets, _batch(), {"progress": 0.2, "iteration": 0, "backward": None})
+    assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
+
+
+def test_sequential_memory_mode_takes_the_same_step():
+    grads = {}
+    for mode in ("joint", "sequential"):
+        m, nets = _pair(ramp=0, memory=mode)
+        for n in nets.values():
+            n.train()
+        out = m.losses(nets, _batch(), {"progress": 0.5, "iteration": 0, "backward": lambda t: t.backward()})
+        if out["loss"].requires_grad:
+            out["loss"].backward()
+        else:
+            assert mode == "sequential"
+        grads[mode] = (float(out["loss"].detach()), [p.grad.clone() for n in nets.values() for p in n.parameters()])
+    (la, ga), (lb, gb) = grads["joint"], grads["sequential"]
+    assert la == pytest.approx(lb, rel=1e-5)
+    for a, b in zip(ga, gb):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_heterogeneous_pair_cnn_and_transformer():
+    m, nets = _pair(partner="unetr", partner_options={"hidden_size": 48, "mlp_dim": 96, "num_heads": 4,
+                                                       "feature_size": 8})
+    assert type(nets["net2"]).__name__ == "UNETR" and type(nets["net1"]).__name__ == "HeadsAsList"
+    out = m.losses(nets, _batch(), {"progress": 1.0, "iteration": 0, "backward": None})
+    out["loss"].backward()
+    assert all(p.grad is not None for p in nets["net2"].parameters() if p.requires_grad)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(SemisegError, match="cps method options"):
+        create_method("cps", train_config(method="cps", method_options={"lamda": 1}))
+    with pytest.raises(SemisegError, match="no method options"):
+        create_method("supervised", train_config(method_options={"lambda_max": 1}))
+
+
+def _rows(run):
+    return list(csv.DictReader(open(run / "metrics.csv")))
+
+
+def test_cps_run_end_to_end(tiny_work, tmp_path):
+    from semiseg.infer import load_run, predict_folder
+
+    split = json.loads((tiny_work / "split.json").read_text())
+    run = tmp_path / "cps"
+    s = train(tiny_work, run, train_config(method="cps", labeled=split["labeled"][:2], iterations=4, val_every=2,
+                                           method_options={"ramp": 0.5}), progress=False)
+    assert s["unlabeled"] == len(split["labeled"]) - 2 + len(split["unlabeled"])
+    rows = _rows(run)
+    for k in ("loss_sup_net1", "loss_sup_net2", "loss_cps_net1", "loss_cps_net2", "lambda", "agreement_u"):
+        assert k in rows[0], k
+    assert [float(r["lambda"]) for r in rows] == pytest.approx([0.0, 0.25 * 2 * 0.5, 0.5, 0.5])
+    st = torch.load(run / "checkpoints/latest.pt", weights_only=True)
+    assert set(st["nets"]) == set(st["optims"]) == {"net1", "net2"}
+    assert "unlabeled patches" not in (run / "log.txt").read_text()
+    # the ensemble by default, either network alone on request
+    assert load_run(run).names == ["net1", "net2"]
+    raw = json.loads((tiny_work / "plans.json").read_text())["dataset_path"]
+    out = predict_folder([str(run)], f"{raw}/imagesTr", tmp_path / "p1", nets=["net2"], progress=False)
+    assert out["done"] == 6
+    with pytest.raises(SemisegError, match="no network 'net3'"):
+        load_run(run, nets=["net3"])
+
+
+def test_cps_without_unlabeled_cases_says_so(tiny_work, tmp_path):
+    run = tmp_path / "cps_all"
+    train(tiny_work, run, train_config(method="cps", iterations=2), progress=False)
+    assert "no unlabeled cases" in (run / "log.txt").read_text()
