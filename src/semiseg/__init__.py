@@ -21,6 +21,9 @@ _API = {
     "plan": ("planning", "plan"),
     "preprocess": ("preprocessing", "preprocess"),
     "evaluate": ("metrics", "evaluate"),
+    "train": ("engine", "train"),
+    "predict": ("infer", "predict_folder"),
+    "pseudolabel": ("pseudolabel", "pseudolabel_folder"),
     "demo": ("synthetic", "run_demo"),
 }
 

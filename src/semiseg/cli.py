@@ -176,6 +176,17 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_pseudolabel(a) -> int:
+    from .pseudolabel import pseudolabel_folder
+
+    r = pseudolabel_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
+                           tta_members=a.tta_members, num_parts=a.num_parts, part_id=a.part_id,
+                           overwrite=a.overwrite, device=a.device, progress=_progress(a))
+    print(f"part {r['part'] + 1}/{r['parts']}: pseudo-labeled {r['done']} scans with {r['members']} ensemble "
+          f"members, skipped {r['skipped']} already done -> {a.out}; scores in {r['scores']}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .synthetic import run_demo
 
@@ -307,6 +318,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true", help="keep each class's largest component")
     p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
+    p.add_argument("--device", help="torch device (default cuda when available)")
+
+    p = add("pseudolabel", "Pseudo-label scans with an ensemble and score each by the members' consensus "
+            "(seed 000 eq. 2) into OUT_DIR/scores.csv (resumable, shardable).", cmd_pseudolabel,
+            "unused (one process per shard; torch uses every core)")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folder(s), RUN@CHECKPOINT allowed; every network of every run is a member")
+    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="unlabeled images, CASE_0000.ext")
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
+    p.add_argument("--nets", nargs="+", help="only these networks of each run")
+    p.add_argument("--step", type=float, default=0.5, help="sliding-window step (0.5)")
+    p.add_argument("--tta-members", action="store_true", help="each mirroring of each network is a member")
+    p.add_argument("--num-parts", type=int, help="split the scans into this many shards (default: torchrun's WORLD_SIZE or 1)")
+    p.add_argument("--part-id", type=int, help="this process's shard (default: torchrun's RANK or 0)")
+    p.add_argument("--overwrite", action="store_true", help="redo scans that already have a pseudo-label")
     p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)

@@ -1,0 +1,61 @@
+"""semiseg pseudolabel: consensus scores against hand-computed values, and a whole folder from a CPS
+run (geometry, scores.csv, resume, shards merging into one table)."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import train_config
+from semiseg.pseudolabel import consensus_scores, lowest_resolution_axis, mean_entropy, pseudolabel_folder
+from semiseg.utils import SemisegError
+
+
+def test_consensus_matches_hand_computation():
+    avg = np.zeros((2, 2, 4), np.uint8)
+    avg[0, 0, :2] = 1          # slice 0 has 2 voxels of class 1; slice 1 is empty
+    same = avg.copy()
+    other = avg.copy()
+    other[0, 0, 1] = 0          # one voxel fewer: slice DSC 2*1/(1+2) = 2/3
+    s = consensus_scores([same, other], avg, 2, slice_axis=0, class_names=["a"])
+    # eq. 2: mean over non-empty slices and members = (1 + 2/3) / 2; slice 1 is empty in every map
+    assert s["consensus"] == pytest.approx((1 + 2 / 3) / 2)
+    assert s["consensus_3d"] == pytest.approx((1 + 2 / 3) / 2) and s["consensus_3d_a"] == s["consensus_3d"]
+    empty = np.zeros_like(avg)
+    assert consensus_scores([empty, empty], empty, 2)["consensus"] == 1.0
+
+
+def test_entropy_and_slice_axis():
+    probs = torch.tensor([[0.5, 1.0], [0.5, 0.0]]).reshape(2, 1, 1, 2)
+    labels = [np.array([[[1, 0]]], np.uint8)]
+    assert mean_entropy(probs, labels) == pytest.approx(np.log(2), rel=1e-4)
+    assert mean_entropy(probs, [np.zeros((1, 1, 2), np.uint8)]) == 0.0
+    assert lowest_resolution_axis([9.5, 1.5, 1.5]) == 0 and lowest_resolution_axis([1, 3, 1]) == 1
+
+
+def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
+    from semiseg.engine import train
+    from semiseg.io import read_image
+
+    split = json.loads((tiny_work / "split.json").read_text())
+    run = tmp_path / "cps"
+    train(tiny_work, run, train_config(method="cps", labeled=split["labeled"][:2], iterations=2), progress=False)
+    raw = json.loads((tiny_work / "plans.json").read_text())["dataset_path"]
+    out = tmp_path / "pl"
+    with pytest.raises(SemisegError, match="at least two"):
+        pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, nets=["net1"], progress=False)
+    # two shards, as two ranks would run them; the last to finish leaves the whole table
+    a = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, num_parts=2, part_id=0, progress=False)
+    b = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, num_parts=2, part_id=1, progress=False)
+    assert a["done"] + b["done"] == 6 and a["members"] == 2
+    rows = list(csv.DictReader(open(out / "scores.csv")))
+    assert len(rows) == 6 and all(0 <= float(r["consensus"]) <= 1 for r in rows)
+    assert {"consensus_3d", "consensus_3d_a", "consensus_3d_b", "entropy"} <= set(rows[0])
+    img, g = read_image(f"{raw}/imagesTr/CASE_000_0000.nii.gz")
+    lab, gl = read_image(out / "CASE_000.nii.gz")
+    assert lab.shape == img.shape and gl.spacing == g.spacing and gl.origin == g.origin
+    again = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, progress=False)  # resumable: nothing to do
+    assert again["done"] == 0 and again["skipped"] == 6
+    with pytest.raises(SemisegError, match="input folder"):
+        pseudolabel_folder([str(run)], f"{raw}/imagesTr", f"{raw}/imagesTr", progress=False)
