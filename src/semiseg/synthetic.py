@@ -100,7 +100,8 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
 
 
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
-             progress: bool = True, log=print, train_iterations: int = 150, demo_labeled: int = 2) -> dict:
+             progress: bool = True, log=print, train_iterations: int = 150, demo_labeled: int = 2,
+             train_options: dict | None = None) -> dict:
     """Generate the synthetic dataset and run check -> plan -> preprocess -> train (supervised and
     CPS on ``demo_labeled`` labeled cases) -> predict -> evaluate."""
     from .checking import check_dataset
@@ -170,8 +171,9 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     results = {}
     for method in ("supervised", "cps"):
         t = time.time()
-        cfg = TrainConfig(configuration="3d", method=method, labeled=labeled, iterations=train_iterations,
-                          val_every=max(1, train_iterations // 3), seed=0)
+        cfg = TrainConfig(**{"configuration": "3d", "method": method, "labeled": labeled,
+                             "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
+                             **(train_options or {})})
         run = out / f"run_{method}"
         s = train(out / "work", run, cfg, progress=progress)
         log(f"[demo] train {method}: {s['iterations']} iterations in {s['elapsed_s']:.0f} s "
