@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
-    p.add_argument("--iterations", type=int, default=150, help="training iterations of each model (default 150)")
+    p.add_argument("--iterations", type=int, default=1000, help="training iterations of each model (default 1000)")
     p.add_argument("--labeled", type=int, default=2, help="labeled cases to train on; the rest are unlabeled (default 2)")
     return ap
 

@@ -100,7 +100,7 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
 
 
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
-             progress: bool = True, log=print, train_iterations: int = 150, demo_labeled: int = 2,
+             progress: bool = True, log=print, train_iterations: int = 1000, demo_labeled: int = 2,
              train_options: dict | None = None) -> dict:
     """Generate the synthetic dataset and run check -> plan -> preprocess -> train (supervised and
     CPS on ``demo_labeled`` labeled cases) -> predict -> evaluate."""
@@ -164,6 +164,8 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     for cid in plans["split"]["val"]:
         shutil.copy(ds / "imagesTr" / f"{cid}_0000.nii.gz", val_in / f"{cid}_0000.nii.gz")
     labeled = plans["split"]["labeled"][:demo_labeled]
+    if train_options is None:  # a small fast model, so that both trainings fit a few minutes on 2 CPU cores
+        train_options = {"network_options": {"base_features": 8}, "patch_size": [16, 48, 48]}
     log(f"[demo] training on {len(labeled)} labeled cases ({', '.join(labeled)}); the other "
         f"{len(plans['split']['labeled']) + len(plans['split']['unlabeled']) - len(labeled)} training cases are "
         "unlabeled: supervised (labeled only) vs cross pseudo supervision (labeled + unlabeled), "
