@@ -194,6 +194,17 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def _add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str) -> None:
+    """Arguments shared by the commands that run trained models (predict, pseudolabel)."""
+    p.add_argument("runs", nargs="+", metavar="RUN", help=runs_help)
+    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help=input_help)
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
+    p.add_argument("--nets", nargs="+", help="only these networks of each run (e.g. one net of a CPS pair)")
+    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch (0.5)")
+    p.add_argument("--device", help="torch device (default cuda when available)")
+
+
 # listed here so that `semiseg --help` does not import torch; tests/test_cli.py checks them against the registries
 METHODS = ["supervised", "cps"]
 NETWORKS = ["dynunet", "unet", "unetr", "swinunetr", "vnet"]
@@ -304,13 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", "Predict images with one or more trained runs (ensemble) into OUT_DIR.", cmd_predict,
             "unused (prediction runs in one process; torch uses every core)")
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folder(s); several = an ensemble; RUN@final picks a checkpoint per run")
-    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="images, nnU-Net naming CASE_0000.ext")
-    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
-    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
-    p.add_argument("--nets", nargs="+", help="predict with these networks of each run only (e.g. one net of a pair)")
-    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch (0.5)")
+    _add_model_args(p, "run folder(s); several = an ensemble; RUN@final picks a checkpoint per run",
+                    "images, nnU-Net naming CASE_0000.ext")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x in 3D)")
     p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="resample inputs to this spacing before prediction (default: the plan's)")
@@ -318,23 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true", help="keep each class's largest component")
     p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
-    p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("pseudolabel", "Pseudo-label scans with an ensemble and score each by the members' consensus "
             "(seed 000 eq. 2) into OUT_DIR/scores.csv (resumable, shardable).", cmd_pseudolabel,
             "unused (one process per shard; torch uses every core)")
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folder(s), RUN@CHECKPOINT allowed; every network of every run is a member")
-    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help="unlabeled images, CASE_0000.ext")
-    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
-    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
-    p.add_argument("--nets", nargs="+", help="only these networks of each run")
-    p.add_argument("--step", type=float, default=0.5, help="sliding-window step (0.5)")
+    _add_model_args(p, "run folder(s), RUN@CHECKPOINT allowed; every network of every run is a member",
+                    "unlabeled images, CASE_0000.ext")
     p.add_argument("--tta-members", action="store_true", help="each mirroring of each network is a member")
     p.add_argument("--num-parts", type=int, help="split the scans into this many shards (default: torchrun's WORLD_SIZE or 1)")
     p.add_argument("--part-id", type=int, help="this process's shard (default: torchrun's RANK or 0)")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have a pseudo-label")
-    p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
