@@ -365,9 +365,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
             return d, per
         return None, None
 
-    def backward(part):
-        if not torch.isfinite(part):
-            raise SemisegError(f"iteration {it}: the loss is {part.item()} (diverged); lower --lr or check the data")
+    def backward(part):  # the loop checks the (summed) loss is finite before any optimizer step
         scaler.scale(part).backward()
 
     sampler = ResourceSampler() if rank == 0 else None

@@ -43,6 +43,11 @@ class _Slices(torch.nn.Module):
         return self.net(x[:, :, 0])[:, :, None]
 
 
+def mirror_sets(axes) -> list[tuple]:
+    """Every subset of ``axes`` to flip, the identity first (8 in 3D, 4 in 2D)."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
 @torch.no_grad()
 def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bool = False,
                          device: torch.device | None = None, sw_batch: int | None = None,
@@ -65,9 +70,7 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
         flip_axes = [2, 3, 4]
         sw_batch = sw_batch or 2
     x = x.to(device)
-    variants = [()]
-    if tta:
-        variants = [c for r in range(len(flip_axes) + 1) for c in itertools.combinations(flip_axes, r)]
+    variants = mirror_sets(flip_axes) if tta else [()]
     acc = None
     n = 0
     from .engine import autocast_dtype
@@ -208,26 +211,58 @@ def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
 def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float = 0.5, tta: bool = False,
                  forced_spacing: list | None = None, device=None) -> tuple[torch.Tensor, dict]:
     """Mean probabilities of every model for one case, in the case's original grid (K, z, y, x)."""
-    from .preprocessing import preprocess_arrays
-
     acc, n = None, 0
     info = {}
     cache: dict[str, tuple] = {}
     for m in models:
-        spacing = forced_spacing or None
-        if spacing is None and m.plans.get("forced_spacing"):
-            spacing = _forced(m.plans, geom)
-        key = repr((m.plans["target_spacing"], m.plans["normalization"], spacing))
-        if key not in cache:
-            data, _seg, props = preprocess_arrays(image, geom, m.plans, None, spacing)
-            cache[key] = (data, props)
-        data, props = cache[key]
+        data, props = preprocessed_for(m, image, geom, cache, forced_spacing)
         p = sliding_window_probs(m.nets, data, m.cfg, step=step, tta=tta, device=device)
         p = probs_to_original(p, props) * len(m.nets)
         acc = p if acc is None else acc + p
         n += len(m.nets)
         info["spacing"] = props["spacing"]
     return acc / n, info
+
+
+def preprocessed_for(model: Model, image: np.ndarray, geom: Geometry, cache: dict,
+                     forced_spacing: list | None = None) -> tuple:
+    """(data, props) of one case preprocessed as ``model`` was trained (or at a forced spacing);
+    ``cache`` shares the work between models of an ensemble that preprocess alike."""
+    from .preprocessing import preprocess_arrays
+
+    spacing = forced_spacing or None
+    if spacing is None and model.plans.get("forced_spacing"):
+        spacing = _forced(model.plans, geom)
+    key = repr((model.plans["target_spacing"], model.plans["normalization"], spacing))
+    if key not in cache:
+        data, _seg, props = preprocess_arrays(image, geom, model.plans, None, spacing)
+        cache[key] = (data, props)
+    return cache[key]
+
+
+def check_folders(in_dir, out_dir) -> tuple[Path, Path]:
+    """The input folder must exist and differ from the output folder."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise SemisegError(f"{in_dir}: no such input folder")
+    if out_dir.resolve() == in_dir.resolve():
+        raise SemisegError(f"{out_dir}: the output folder is the input folder; choose another")
+    return in_dir, out_dir
+
+
+def load_models(runs: list[str], checkpoint: str, nets: list[str] | None, device) -> list[Model]:
+    """Models for ``RUN`` or ``RUN@CHECKPOINT`` entries (an ensemble may mix runs and checkpoints of
+    one run); all must predict the same classes from the same channels."""
+    models = []
+    for r in runs:
+        path, _, ck = str(r).partition("@") if "@" in str(r) and not Path(str(r)).exists() else (str(r), "", "")
+        models.append(load_run(path, ck or checkpoint, nets, device))
+    p0 = models[0].plans
+    for m in models[1:]:
+        if m.plans["num_classes"] != p0["num_classes"] or m.plans["num_input_channels"] != p0["num_input_channels"]:
+            raise SemisegError(f"{m.run}: predicts {m.plans['num_classes']} classes from "
+                               f"{m.plans['num_input_channels']} channels; {models[0].run} does not")
+    return models
 
 
 def _forced(plans: dict, geom: Geometry) -> list | None:
@@ -249,21 +284,10 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
 
     from .profile import ResourceSampler
 
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise SemisegError(f"{in_dir}: no such input folder")
-    if out_dir.resolve() == in_dir.resolve():
-        raise SemisegError(f"{out_dir}: the output folder is the input folder; choose another")
+    in_dir, out_dir = check_folders(in_dir, out_dir)
     dev = torch.device(device) if device else default_device()
-    models = []
-    for r in runs:  # RUN or RUN@CHECKPOINT: an ensemble may mix runs and checkpoints of one run
-        path, _, ck = str(r).partition("@") if "@" in str(r) and not Path(str(r)).exists() else (str(r), "", "")
-        models.append(load_run(path, ck or checkpoint, nets, dev))
+    models = load_models(runs, checkpoint, nets, dev)
     p0 = models[0].plans
-    for m in models[1:]:
-        if m.plans["num_classes"] != p0["num_classes"] or m.plans["num_input_channels"] != p0["num_input_channels"]:
-            raise SemisegError(f"{m.run}: predicts {m.plans['num_classes']} classes from "
-                               f"{m.plans['num_input_channels']} channels; {models[0].run} does not")
     cases = list_input_cases(in_dir, p0["num_input_channels"])
     ending = p0.get("file_ending", ".nii.gz")
     out_dir.mkdir(parents=True, exist_ok=True)

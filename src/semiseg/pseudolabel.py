@@ -23,7 +23,6 @@ from all score files present, so the last part to finish leaves the complete tab
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 from pathlib import Path
@@ -34,30 +33,24 @@ import torch
 from .utils import SemisegError, atomic_path, write_json
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 2.0 * int(np.logical_and(a, b).sum()) / s if s else float("nan")
-
-
 def consensus_scores(members: list[np.ndarray], avg: np.ndarray, n_classes: int, slice_axis: int = 0,
                      class_names: list[str] | None = None) -> dict:
     """Seed 000's consensus (slice-wise), its 3D variant and per-class 3D scores of M label maps
     against their average ``avg`` (all (z, y, x) integer maps)."""
+    from .infer import dice_per_class  # NaN where a class is in neither map
+
     names = class_names or [f"class{c}" for c in range(1, n_classes)]
     per_class = {n: [] for n in names}
     vol, sl_scores = [], []
     for y in members:
-        ds = []
-        for c, n in zip(range(1, n_classes), names):
-            d = _dice(y == c, avg == c)
+        ds = dice_per_class(y, avg, n_classes)
+        for n, d in zip(names, ds):
             per_class[n].append(1.0 if np.isnan(d) else d)
-            if not np.isnan(d):
-                ds.append(d)
-        vol.append(float(np.mean(ds)) if ds else 1.0)
+        present = [d for d in ds if not np.isnan(d)]
+        vol.append(float(np.mean(present)) if present else 1.0)
         a, b = np.moveaxis(y, slice_axis, 0), np.moveaxis(avg, slice_axis, 0)
         for k in range(a.shape[0]):
-            cls = [_dice(a[k] == c, b[k] == c) for c in range(1, n_classes)]
-            cls = [d for d in cls if not np.isnan(d)]
+            cls = [d for d in dice_per_class(a[k], b[k], n_classes) if not np.isnan(d)]
             if cls:
                 sl_scores.append(float(np.mean(cls)))
     out = {"consensus": float(np.mean(sl_scores)) if sl_scores else 1.0, "consensus_3d": float(np.mean(vol))}
@@ -83,25 +76,24 @@ def lowest_resolution_axis(spacing_zyx) -> int:
     return int(max(range(len(sp)), key=lambda a: (sp[a], -a)))
 
 
+def _flip_sets(model, tta_members: bool) -> list[tuple]:
+    """Mirrorings (axes of a (z, y, x) case) each network contributes as members."""
+    from .infer import mirror_sets
+
+    if not tta_members:
+        return [()]
+    return mirror_sets([1, 2] if len(model.cfg["patch_size"]) == 2 else [0, 1, 2])
+
+
 def _members(models, image, geom, step, tta_members, device):
     """Yield (member name, probabilities in the scan's original grid) one member at a time."""
-    from .infer import _forced, probs_to_original, sliding_window_probs
-    from .preprocessing import preprocess_arrays
+    from .infer import preprocessed_for, probs_to_original, sliding_window_probs
 
     cache = {}
     for m in models:
-        spacing = _forced(m.plans, geom) if m.plans.get("forced_spacing") else None
-        key = repr((m.plans["target_spacing"], m.plans["normalization"], spacing))
-        if key not in cache:
-            data, _seg, props = preprocess_arrays(image, geom, m.plans, None, spacing)
-            cache[key] = (data, props)
-        data, props = cache[key]
+        data, props = preprocessed_for(m, image, geom, cache)
         for net, name in zip(m.nets, m.names):
-            flips = [()]
-            if tta_members:
-                axes = [1, 2] if len(m.cfg["patch_size"]) == 2 else [0, 1, 2]
-                flips = [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
-            for f in flips:
+            for f in _flip_sets(m, tta_members):
                 d = np.flip(np.asarray(data), [a + 1 for a in f]).copy() if f else data
                 p = sliding_window_probs([net], d, m.cfg, step=step, device=device)
                 if f:
@@ -119,25 +111,18 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
 
     from .dataset import Case, read_case_image
     from .engine import class_names
-    from .infer import default_device, list_input_cases, load_run
+    from .infer import check_folders, default_device, list_input_cases, load_models
     from .io import write_image
 
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if not in_dir.is_dir():
-        raise SemisegError(f"{in_dir}: no such input folder")
-    if out_dir.resolve() == in_dir.resolve():
-        raise SemisegError(f"{out_dir}: the output folder is the input folder; choose another")
+    in_dir, out_dir = check_folders(in_dir, out_dir)
     num_parts = num_parts or int(os.environ.get("WORLD_SIZE", "1"))
     part_id = part_id if part_id is not None else int(os.environ.get("RANK", "0"))
     if not 0 <= part_id < num_parts:
         raise SemisegError(f"--part-id {part_id} is not in 0..{num_parts - 1}")
     dev = torch.device(device) if device else default_device()
-    models = []
-    for r in runs:
-        path, _, ck = str(r).partition("@") if "@" in str(r) and not Path(str(r)).exists() else (str(r), "", "")
-        models.append(load_run(path, ck or checkpoint, nets, dev))
+    models = load_models(runs, checkpoint, nets, dev)
     p0 = models[0].plans
-    n_members = sum(len(m.nets) * ((4 if len(m.cfg["patch_size"]) == 2 else 8) if tta_members else 1) for m in models)
+    n_members = sum(len(m.nets) * len(_flip_sets(m, tta_members)) for m in models)
     if n_members < 2:
         raise SemisegError("a consensus needs at least two ensemble members: give several runs, a CPS run, "
                            "RUN@best RUN@final, or --tta-members")

@@ -67,12 +67,9 @@ def cps_weight(o: CPSOptions, progress: float) -> float:
 
 def hard_agreement(a: torch.Tensor, b: torch.Tensor, n_classes: int) -> float:
     """Mean foreground Dice between two label maps (classes present in either; 1.0 if none is)."""
-    ds = []
-    for c in range(1, n_classes):
-        x, y = a == c, b == c
-        s = int(x.sum()) + int(y.sum())
-        if s:
-            ds.append(2 * int((x & y).sum()) / s)
+    from ..infer import dice_per_class  # NaN where a class is in neither map
+
+    ds = [d for d in dice_per_class(a.cpu().numpy(), b.cpu().numpy(), n_classes) if d == d]
     return float(sum(ds) / len(ds)) if ds else 1.0
 
 
