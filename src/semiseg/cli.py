@@ -120,7 +120,9 @@ def _train_config(a):
         aug["p_elastic"] = a.elastic
     cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
                       network_options=opts, patch_size=a.patch_size, batch_size=a.batch_size,
-                      unlabeled_batch=a.unlabeled_batch, labeled=labeled, minutes=a.minutes,
+                      unlabeled_batch=a.unlabeled_batch, labeled=labeled, pseudo_labels=getattr(a, "pseudo_labels", None),
+                      select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
+                      minutes=a.minutes,
                       iterations=a.iterations, optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
                       loss=a.loss, fg_oversample=a.fg_oversample, aug=aug, val_every=a.val_every,
                       val_step=a.val_step, log_every=a.log_every, seed=a.seed, workers=a.workers, amp=a.amp, device=a.device)
@@ -128,6 +130,71 @@ def _train_config(a):
 
     create_method(cfg.method, cfg)  # refuses unknown or misplaced method options before anything is read
     return cfg
+
+
+def _add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
+    """The training options, shared by train and selftrain (which chooses its pseudo-labels itself)."""
+    p.add_argument("work", metavar="WORK")
+    if selftrain:
+        p.add_argument("-o", "--out", required=True, metavar="OUT",
+                       help="self-training folder (created; give it again to continue)")
+    else:
+        p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
+    p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
+    p.add_argument("--method", default="supervised", choices=METHODS,
+                   help="supervised (default) or cps (cross pseudo supervision of two networks)")
+    p.add_argument("--network", default="dynunet",
+                   help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net)")
+    p.add_argument("--base-features", type=int, help="network width (first-stage features)")
+    p.add_argument("--depth", type=int, help="network depth (stages)")
+    p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}'")
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
+    p.add_argument("--unlabeled-batch", type=int,
+                   help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
+    g = p.add_argument_group("cross pseudo supervision (--method cps)")
+    g.add_argument("--partner", metavar="NET", help="net2's network (default: the same as --network, other weights); "
+                   "e.g. unetr for seed 004's CNN + Transformer pair")
+    g.add_argument("--partner-options", metavar="JSON", help="net2's network options (JSON object)")
+    g.add_argument("--cps-loss", choices=["dice_ce", "dice"], help="loss on pseudo-labels: dice_ce (seed 003, "
+                   "default) or dice (seed 004)")
+    g.add_argument("--cps-lambda", type=float, help="weight of the CPS loss after the ramp (default 0.5)")
+    g.add_argument("--cps-ramp", type=float, help="share of the budget over which lambda rises from 0 (default 0.2)")
+    g.add_argument("--cps-wait", type=float, help="share of the budget trained supervised only first (default 0)")
+    g.add_argument("--cps-memory", choices=["joint", "sequential"],
+                   help="joint (default, fastest) or sequential: one network's graph at a time, less memory, "
+                        "one extra forward pass")
+    g.add_argument("--cps-unlabeled-only", action="store_true",
+                   help="cross-supervise on unlabeled patches only (both seeds also do it on labeled ones)")
+    g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")
+    g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split")
+    g.add_argument("--labeled-list", metavar="FILE", help="case IDs (text or JSON; with --labeled-key for an object)")
+    g.add_argument("--labeled-key", metavar="KEY")
+    if not selftrain:
+        g.add_argument("--pseudo-labels", metavar="PL_DIR", help="a `semiseg pseudolabel` folder: its selected scans "
+                       "train as labeled, the other unlabeled scans stay unlabeled input")
+    g.add_argument("--select", default="top:0.5" if selftrain else "all", metavar="RULE",
+                   help="which pseudo-labels: threshold:T (score >= T), top:FRACTION (the best share) or all "
+                        f"(default {'top:0.5' if selftrain else 'all'})")
+    g.add_argument("--select-score", default="consensus", metavar="COLUMN",
+                   help="scores.csv column to select by (default consensus; entropy: lower is better)")
+    g = p.add_argument_group("budget and schedule")
+    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the schedule fits it)")
+    g.add_argument("--iterations", type=int, help="iteration budget")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--loss", choices=["dice_ce", "dice", "ce"], default="dice_ce")
+    g.add_argument("--fg-oversample", type=float, default=0.33, help="share of patches centred on foreground")
+    g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
+    g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
+    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget; 0 = no validation, best.pt = final)")
+    g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
+    g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto", help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16)")
+    g.add_argument("--device", help="torch device (default cuda when available)")
 
 
 def _json_option(text: str, flag: str) -> dict:
@@ -156,6 +223,21 @@ def cmd_train(a) -> int:
     if s and int(os.environ.get("RANK", "0")) == 0:
         print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
               f"run in {a.out}")
+    return 0
+
+
+def cmd_selftrain(a) -> int:
+    from .selftrain import selftrain
+
+    cfg = None
+    if not os.path.exists(os.path.join(a.out, "selftrain.json")):
+        cfg = _train_config(a)
+    rows = selftrain(a.work, a.out, cfg, rounds=a.rounds, select=a.select, select_score=a.select_score,
+                     init_run=a.init_run, tta_members=a.tta_members, pl_step=a.pl_step, progress=_progress(a))
+    for r in rows:
+        print(f"round {r['round']}: {r['selected']} pseudo-labeled scans ({r['new']} new); best validation Dice "
+              f"{r['best_val_dice']:.4f}" + (" (stopped: no new scan)" if r["stopped"] else ""))
+    print(f"report in {a.out}/report.csv and report.png")
     return 0
 
 
@@ -262,56 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("train", "Train a model on a preprocessed work folder (supervised or semi-supervised).", cmd_train,
             "data-loading processes (default: 1 on up to 4 cores, else cores - 2; 0 = in the training process)")
-    p.add_argument("work", metavar="WORK")
-    p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
-    p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
-    p.add_argument("--method", default="supervised", choices=METHODS,
-                   help="supervised (default) or cps (cross pseudo supervision of two networks)")
-    p.add_argument("--network", default="dynunet",
-                   help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net)")
-    p.add_argument("--base-features", type=int, help="network width (first-stage features)")
-    p.add_argument("--depth", type=int, help="network depth (stages)")
-    p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}'")
-    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
-    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
-    p.add_argument("--unlabeled-batch", type=int,
-                   help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
-    g = p.add_argument_group("cross pseudo supervision (--method cps)")
-    g.add_argument("--partner", metavar="NET", help="net2's network (default: the same as --network, other weights); "
-                   "e.g. unetr for seed 004's CNN + Transformer pair")
-    g.add_argument("--partner-options", metavar="JSON", help="net2's network options (JSON object)")
-    g.add_argument("--cps-loss", choices=["dice_ce", "dice"], help="loss on pseudo-labels: dice_ce (seed 003, "
-                   "default) or dice (seed 004)")
-    g.add_argument("--cps-lambda", type=float, help="weight of the CPS loss after the ramp (default 0.5)")
-    g.add_argument("--cps-ramp", type=float, help="share of the budget over which lambda rises from 0 (default 0.2)")
-    g.add_argument("--cps-wait", type=float, help="share of the budget trained supervised only first (default 0)")
-    g.add_argument("--cps-memory", choices=["joint", "sequential"],
-                   help="joint (default, fastest) or sequential: one network's graph at a time, less memory, "
-                        "one extra forward pass")
-    g.add_argument("--cps-unlabeled-only", action="store_true",
-                   help="cross-supervise on unlabeled patches only (both seeds also do it on labeled ones)")
-    g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")
-    g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split")
-    g.add_argument("--labeled-list", metavar="FILE", help="case IDs (text or JSON; with --labeled-key for an object)")
-    g.add_argument("--labeled-key", metavar="KEY")
-    g = p.add_argument_group("budget and schedule")
-    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the schedule fits it)")
-    g.add_argument("--iterations", type=int, help="iteration budget")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
-                   help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
-    g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--loss", choices=["dice_ce", "dice", "ce"], default="dice_ce")
-    g.add_argument("--fg-oversample", type=float, default=0.33, help="share of patches centred on foreground")
-    g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
-    g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
-    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget; 0 = no validation, best.pt = final)")
-    g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
-    g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto", help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16)")
-    g.add_argument("--device", help="torch device (default cuda when available)")
+    _add_train_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from checkpoints/latest.pt")
+
+    p = add("selftrain", "Self-training (seed 000): train, pseudo-label the unlabeled scans, keep those the "
+            "ensemble agrees on, retrain; round by round, resumable.", cmd_selftrain,
+            "data-loading processes of each training (as for train)")
+    _add_train_args(p, selftrain=True)
+    g = p.add_argument_group("self-training rounds")
+    g.add_argument("--rounds", type=int, default=2, help="rounds after round 0 (default 2); stops early when a "
+                   "round adds no scan")
+    g.add_argument("--init-run", metavar="RUN", help="a finished run to use as round 0 instead of training one")
+    g.add_argument("--tta-members", action="store_true", default=None,
+                   help="mirrorings as ensemble members (default: only when the previous round has one network)")
+    g.add_argument("--pl-step", type=float, default=0.5, help="sliding-window step of the pseudo-labelling")
 
     p = add("predict", "Predict images with one or more trained runs (ensemble) into OUT_DIR.", cmd_predict,
             "unused (prediction runs in one process; torch uses every core)")

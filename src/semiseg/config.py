@@ -23,6 +23,9 @@ class TrainConfig:
     batch_size: int | None = None      # global labeled batch (default: the plan's)
     unlabeled_batch: int | None = None  # unlabeled patches per global batch (default: the method's choice)
     labeled: list | None = None        # a subset of the plan's labeled cases (others become unlabeled)
+    pseudo_labels: str | None = None   # a `semiseg pseudolabel` output folder: selected scans train as labeled
+    select: str = "all"                # which pseudo-labels: threshold:T | top:FRACTION | all (semiseg.selection)
+    select_score: str = "consensus"    # the scores.csv column the selection ranks by
     minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
     iterations: int | None = None      # iteration budget (the schedule runs over it)
     optimizer: str = "sgd"             # sgd (Nesterov, poly decay, nnU-Net) | adamw (cosine)
@@ -55,6 +58,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise SemisegError(f"--{name} must be positive, not {v}")
+        if self.pseudo_labels is not None:
+            from .selection import parse_select
+
+            parse_select(self.select)
         if not 0 < self.val_step <= 1:
             raise SemisegError(f"--val-step must be in (0, 1], not {self.val_step}")
 

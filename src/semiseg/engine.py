@@ -238,6 +238,23 @@ def _cases(plans: dict, work: Path, cfg: TrainConfig) -> tuple[list[str], list[s
     return labeled, unlabeled, val
 
 
+def _pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: bool) -> tuple[list[str], dict]:
+    """The pseudo-labeled scans this run trains on (among its unlabeled ones) and their scores. A
+    resumed run keeps the selection it started with."""
+    from .selection import read_scores, select_cases
+
+    if resume:
+        sp = read_json(run / "split.json", "run split")
+        if "pseudo" in sp:
+            return list(sp["pseudo"]), dict(sp.get("pseudo_scores", {}))
+    scores = read_scores(cfg.pseudo_labels, cfg.select_score)
+    cand = [c for c in unlabeled if c in scores]
+    if not cand:
+        raise SemisegError(f"{cfg.pseudo_labels}: none of its scored scans is an unlabeled case of this run")
+    chosen = select_cases(scores, cfg.select, cfg.select_score, cand)
+    return chosen, {c: scores[c] for c in cand}
+
+
 def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train ``cfg.method`` on the cached cases of ``work`` into the run folder ``out``."""
     from tqdm import tqdm
@@ -265,6 +282,20 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         cfg = TrainConfig.from_dict(read_json(run / "config.json", "run configuration"))
         net_cfg = cfg.resolved_configuration(plans)
         labeled, unlabeled, val = _cases(plans, work, cfg)
+    pseudo, label_dirs, pseudo_scores = [], {}, {}
+    if cfg.pseudo_labels:
+        pseudo, pseudo_scores = _pseudo_selection(cfg, unlabeled, run, resume)
+        unlabeled = [c for c in unlabeled if c not in set(pseudo)]
+        if rank == 0:
+            import shutil
+
+            from .selection import cache_pseudo_labels
+
+            if not resume:  # left by a start that failed before config.json: maybe other pseudo-labels
+                shutil.rmtree(run / "pseudo_labels", ignore_errors=True)
+            cache_pseudo_labels(work, cfg.pseudo_labels, pseudo, run / "pseudo_labels", plans, progress=progress)
+        _barrier(world)
+        label_dirs = {c: run / "pseudo_labels" for c in pseudo}
 
     device = torch.device(cfg.device) if cfg.device else \
         torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
@@ -283,13 +314,17 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if ubatch and not unlabeled and cfg.unlabeled_batch is None:
         notes.append(f"{cfg.method}: no unlabeled cases in this split, so no unlabeled patches")
         ubatch = 0
-    ds = PatchBatches(work, labeled, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug, cfg.fg_oversample,
-                      unlabeled, ubatch, rank, world)
+    ds = PatchBatches(work, labeled + pseudo, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug,
+                      cfg.fg_oversample, unlabeled, ubatch, rank, world, label_dirs=label_dirs)
     if rank == 0 and not resume:  # only once networks and data are known good: no half-made run folders
         ck_dir.mkdir(parents=True, exist_ok=True)
         write_json(cfg.to_dict(), run / "config.json")
         write_json(plans, run / "plans.json")
-        write_json({"labeled": labeled, "unlabeled": unlabeled, "val": val}, run / "split.json")
+        sp = {"labeled": labeled, "unlabeled": unlabeled, "val": val}
+        if cfg.pseudo_labels:
+            sp.update(pseudo=pseudo, pseudo_labels=str(Path(cfg.pseudo_labels).resolve()), select=cfg.select,
+                      select_score=cfg.select_score, pseudo_scores=pseudo_scores)
+        write_json(sp, run / "split.json")
     _barrier(world)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     it, elapsed, best = 0, 0.0, {"val_dice": -1.0, "iteration": -1}
@@ -329,7 +364,9 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         rl.reload(it)
         rl.log(f"resumed at iteration {it} ({elapsed:.0f} s of the budget used)")
     else:
-        rl.log(f"train {cfg.method} / {cfg.network} ({cfg.configuration}): {len(labeled)} labeled, "
+        rl.log(f"train {cfg.method} / {cfg.network} ({cfg.configuration}): {len(labeled)} labeled"
+               + (f" + {len(pseudo)} pseudo-labeled ({cfg.select} by {cfg.select_score} of "
+                  f"{len(pseudo_scores)} scored)" if cfg.pseudo_labels else "") + ", "
                f"{len(unlabeled)} unlabeled, {len(val)} validation cases; patch {net_cfg['patch_size']} "
                f"batch {batch}{f' + {ubatch} unlabeled' if ubatch else ''}; {world} process(es) on {device}; "
                f"{workers} loader worker(s); budget "
@@ -375,7 +412,8 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     last_ck = time.time()
     last_val_t = elapsed
     window, wt0, wit0 = {}, time.time(), it
-    stop = False
+    # a run killed after its last step but before summary.json resumes straight to the end
+    stop = (cfg.iterations is not None and it >= cfg.iterations) or (budget_s is not None and elapsed >= budget_s)
     try:
         while not stop:
             b = next(loader)
@@ -463,7 +501,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                "best_iteration": best["iteration"], "seconds_per_iteration": round(elapsed / max(it, 1), 3),
                "peak_rss_mb": round(res.get("peak_rss_mb", 0.0)), "mean_cpu_util": round(res.get("mean_cpu_util", 0.0), 2),
                "peak_gpu_mb": round(res.get("peak_gpu_mb", 0.0)), "processes": world, "loader_workers": workers,
-               "labeled": len(labeled), "unlabeled": len(unlabeled), "val": len(val)}
+               "labeled": len(labeled), "pseudo_labeled": len(pseudo), "unlabeled": len(unlabeled), "val": len(val)}
     if rank == 0:
         write_json(summary, run / "summary.json")
         rl.log(f"done: {it} iterations in {elapsed:.0f} s; best validation Dice {best['val_dice']:.4f} at iteration "

@@ -32,19 +32,24 @@ def is_anisotropic(spacing, threshold: float = 3.0) -> bool:
 
 
 class CaseCache:
-    """Lazily opened memory maps of cached cases (one set per process)."""
+    """Lazily opened memory maps of cached cases (one set per process). ``label_dirs`` gives, per
+    case, another folder holding its ``_seg.npy``/``_locs.npy`` (pseudo-labels cached in a run)."""
 
-    def __init__(self, work: str | Path, ids: list[str], with_labels: bool):
+    def __init__(self, work: str | Path, ids: list[str], with_labels: bool, label_dirs: dict | None = None):
         self.dir = Path(work) / "preprocessed"
         self.ids = list(ids)
         self.with_labels = with_labels
+        self.label_dirs = {k: Path(v) for k, v in (label_dirs or {}).items()}
         self.props = {}
         for cid in self.ids:
             pj = self.dir / f"{cid}.json"
             if not pj.exists():
                 raise SemisegError(f"{pj}: missing; run `semiseg preprocess` on this work folder first")
             p = json.loads(pj.read_text())
-            if with_labels and not p.get("has_label"):
+            if with_labels and cid in self.label_dirs:
+                if not (self.label_dirs[cid] / f"{cid}_seg.npy").exists():
+                    raise SemisegError(f"{self.label_dirs[cid] / (cid + '_seg.npy')}: missing pseudo-label cache")
+            elif with_labels and not p.get("has_label"):
                 raise SemisegError(f"{pj}: case {cid} has no cached label but the run uses it as labeled; "
                                    "re-run `semiseg preprocess` after planning this split")
             self.props[cid] = p
@@ -55,8 +60,9 @@ class CaseCache:
             data = np.load(self.dir / f"{cid}.npy", mmap_mode="r")
             seg = locs = None
             if self.with_labels:
-                seg = np.load(self.dir / f"{cid}_seg.npy", mmap_mode="r")
-                locs = np.load(self.dir / f"{cid}_locs.npy")
+                d = self.label_dirs.get(cid, self.dir)
+                seg = np.load(d / f"{cid}_seg.npy", mmap_mode="r")
+                locs = np.load(d / f"{cid}_locs.npy")
             self._open[cid] = (data, seg, locs)
         return self._open[cid]
 
@@ -78,13 +84,14 @@ def _center(rng, shape, patch_full, fg_voxel=None):
 class PatchBatches(torch.utils.data.Dataset):
     def __init__(self, work, labeled: list[str], cfg: dict, spacing, batch_size: int, seed: int,
                  aug: AugmentConfig, fg_oversample: float = 0.33, unlabeled: list[str] | None = None,
-                 unlabeled_batch: int = 0, rank: int = 0, world: int = 1, patch_size=None):
+                 unlabeled_batch: int = 0, rank: int = 0, world: int = 1, patch_size=None,
+                 label_dirs: dict | None = None):
         if batch_size % world or unlabeled_batch % world:
             raise SemisegError(f"batch sizes ({batch_size} labeled, {unlabeled_batch} unlabeled) must be "
                                f"divisible by the number of processes ({world})")
         if not labeled:
             raise SemisegError("no labeled training cases")
-        self.lab = CaseCache(work, labeled, True)
+        self.lab = CaseCache(work, labeled, True, label_dirs)
         self.unl = CaseCache(work, unlabeled or [], False) if unlabeled_batch else None
         if unlabeled_batch and not unlabeled:
             raise SemisegError("an unlabeled batch share was asked for but the split has no unlabeled cases")
