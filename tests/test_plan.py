@@ -111,3 +111,25 @@ def test_plan_names_a_label_that_does_not_fit_its_image(tiny, tmp_path):
     write_image(a[:, :, :-2].copy(), geom(a[:, :, :-2].shape, g.spacing, g.origin), p)
     with pytest.raises(SemisegError, match="CASE_001.nii.gz: label geometry differs"):
         plan(tiny, tmp_path / "w", progress=False, workers=1)
+
+
+def test_student_plan(tmp_path):
+    """seed 002's student: 1.5x coarser spacing, half the widths, at most 256, inference step 0.8."""
+    from semiseg.infer import Model, model_step
+
+    ds = make_dataset(tmp_path / "D", n=3, shape=(12, 24, 24))
+    t = plan(ds, tmp_path / "t", progress=False, workers=1)
+    s = plan(ds, tmp_path / "s", progress=False, workers=1, student=True)
+    assert s["target_spacing"] == pytest.approx([1.5 * v for v in t["target_spacing"]])
+    assert "student" in s["target_spacing_why"] and s["student"] and not t["student"]
+    for name in ("3d", "2d"):
+        c = s["configurations"][name]
+        assert c["features_per_stage"][0] == 8 and max(c["features_per_stage"]) <= 256
+        assert c["gpu"]["features_per_stage"][0] == 16
+    assert t["configurations"]["3d"]["features_per_stage"][0] == 16
+    f = plan(ds, tmp_path / "f", progress=False, workers=1, spacing_factor=2.0)
+    assert f["target_spacing"] == pytest.approx([2 * v for v in t["target_spacing"]]) and not f["student"]
+    assert model_step(Model(tmp_path, s, {}, []), None) == 0.8
+    assert model_step(Model(tmp_path, t, {}, []), None) == 0.5 and model_step(Model(tmp_path, s, {}, []), 0.6) == 0.6
+    with pytest.raises(SemisegError, match="spacing-factor"):
+        plan(ds, tmp_path / "g", progress=False, workers=1, spacing_factor=-1)

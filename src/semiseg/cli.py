@@ -50,7 +50,7 @@ def cmd_plan(a) -> int:
              fold=a.fold, memory_gb=a.memory_gb, seconds_per_iteration=a.seconds_per_iteration or None,
              gpu_memory_gb=a.gpu_memory_gb, base_features=a.base_features, ct_stats=a.ct_stats,
              ct_windows=a.ct_windows, forced_spacing=a.forced_spacing, forced_spacing_rule=a.forced_spacing_rule,
-             workers=a.workers, progress=_progress(a))
+             workers=a.workers, progress=_progress(a), student=a.student, spacing_factor=a.spacing_factor)
     s = p["split"]
     print(f"{p['dataset']}: {len(s['labeled'])} labeled, {len(s['unlabeled'])} unlabeled, {len(s['val'])} "
           f"validation cases ({s['how']})")
@@ -283,7 +283,8 @@ def _add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str)
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
     p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
     p.add_argument("--nets", nargs="+", help="only these networks of each run (e.g. one net of a CPS pair)")
-    p.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch (0.5)")
+    p.add_argument("--step", type=float, default=None,
+                   help="sliding-window step as a fraction of the patch (default: the run's plan, 0.5; a student 0.8)")
     p.add_argument("--device", help="torch device (default cuda when available)")
 
 
@@ -329,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="forced inference spacing in mm (0 keeps the image's own on that axis; seed 003)")
     p.add_argument("--forced-spacing-rule", choices=["fixed", "slices"], default="fixed",
                    help="'slices': seed 003's slice-count rule for the z spacing")
+    p.add_argument("--student", action="store_true",
+                   help="plan seed 002's small fast student: 1.5x coarser spacing, half the widths (8 base "
+                        "features on CPU, 16 on GPU), at most 256, inference step 0.8 and no TTA")
+    p.add_argument("--spacing-factor", type=float, metavar="F",
+                   help="target spacing F times coarser than nnU-Net's rule (default 1, student 1.5)")
 
     p = add("preprocess", "Crop, normalise, resample and cache every case of WORK (resumable).", cmd_preprocess)
     p.add_argument("work")

@@ -208,7 +208,16 @@ def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
     return out
 
 
-def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float = 0.5, tta: bool = False,
+def model_step(model: Model, step: float | None) -> float:
+    """The sliding-window step: ``step`` when given, else the run's plan's (0.5; a student's 0.8)."""
+    if step is not None:
+        if not 0 < step <= 1:
+            raise SemisegError(f"--step must be in (0, 1], not {step}")
+        return float(step)
+    return float((model.plans.get("inference") or {}).get("step", 0.5))
+
+
+def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float | None = None, tta: bool = False,
                  forced_spacing: list | None = None, device=None) -> tuple[torch.Tensor, dict]:
     """Mean probabilities of every model for one case, in the case's original grid (K, z, y, x)."""
     acc, n = None, 0
@@ -216,7 +225,7 @@ def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: f
     cache: dict[str, tuple] = {}
     for m in models:
         data, props = preprocessed_for(m, image, geom, cache, forced_spacing)
-        p = sliding_window_probs(m.nets, data, m.cfg, step=step, tta=tta, device=device)
+        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device)
         p = probs_to_original(p, props) * len(m.nets)
         acc = p if acc is None else acc + p
         n += len(m.nets)
@@ -273,7 +282,7 @@ def _forced(plans: dict, geom: Geometry) -> list | None:
 
 
 def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
-                   step: float = 0.5, tta: bool = False, forced_spacing: list | None = None,
+                   step: float | None = None, tta: bool = False, forced_spacing: list | None = None,
                    save_probabilities: bool = False, largest_component: bool = False, overwrite: bool = False,
                    profile: str | None = None, device: str | None = None, progress: bool = True) -> dict:
     """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).

@@ -424,8 +424,13 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
          seconds_per_iteration: float | None = 2.0, gpu_memory_gb: float = 10.0,
          base_features: int | None = None, max_features: int = 320, ct_stats: str | None = None,
          ct_windows: str | None = None, forced_spacing: list | None = None,
-         forced_spacing_rule: str = "fixed", workers: int | None = None, progress: bool = True) -> dict:
-    """Fingerprint ``dataset`` and write ``out/plans.json`` (and ``out/split.json``). Returns the plan."""
+         forced_spacing_rule: str = "fixed", workers: int | None = None, progress: bool = True,
+         student: bool = False, spacing_factor: float | None = None) -> dict:
+    """Fingerprint ``dataset`` and write ``out/plans.json`` (and ``out/split.json``). Returns the plan.
+
+    ``student`` plans seed 002's small fast student: a target spacing ``spacing_factor`` (default
+    1.5) times coarser on every axis, half the usual widths (8 base features on the CPU, 16 on a GPU
+    as the seed), at most 256 features, and an inference step of 0.8 without TTA (``inference``)."""
     dataset, out = Path(dataset).resolve(), Path(out).resolve()
     if out == dataset or dataset in out.parents:
         raise SemisegError(f"{out}: the work folder must not be inside the dataset folder {dataset}")
@@ -441,6 +446,15 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     fp = fingerprint(ds, split, workers=workers, progress=progress)
     spacings, shapes = np.array(fp["spacings"]), np.array(fp["shapes_after_crop"])
     tgt, why_sp = target_spacing(spacings, shapes)
+    if spacing_factor is None:
+        spacing_factor = 1.5 if student else 1.0
+    if not 0 < spacing_factor < 100:
+        raise SemisegError(f"--spacing-factor must be positive, not {spacing_factor}")
+    if spacing_factor != 1.0:
+        tgt = [t * spacing_factor for t in tgt]
+        why_sp += f", then {spacing_factor:g}x coarser" + (" (student)" if student else "")
+    if student:
+        max_features = min(max_features, 256)
     shapes_t = shapes * spacings / np.array(tgt)
     median_t = np.median(shapes_t, 0)
     n_vox = float(np.sum(np.prod(shapes_t, 1)))
@@ -449,8 +463,8 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     in_ch = sum(len(n["windows"]) if n["scheme"] == "ct_windows" else 1 for n in norm)
     n_classes = ds.num_classes
 
-    cpu = Budget("cpu", memory_gb, seconds_per_iteration, base_features or 16, max_features)
-    gpu = Budget("gpu", gpu_memory_gb, None, base_features or 32, max_features)
+    cpu = Budget("cpu", memory_gb, seconds_per_iteration, base_features or (8 if student else 16), max_features)
+    gpu = Budget("gpu", gpu_memory_gb, None, base_features or (16 if student else 32), max_features)
     configs = {}
     # 3D
     c3 = plan_configuration(tgt, median_t, in_ch, n_classes, cpu, 3, n_vox)
@@ -485,6 +499,9 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
                            {"spacing": [None if v in (None, 0) else float(v) for v in forced_spacing],
                             "rule": forced_spacing_rule}),
         "budget": {"cpu": cpu.__dict__, "gpu": gpu.__dict__},
+        "inference": ({"step": 0.8, "tta": False, "why": "student (seed 002): larger sliding-window step, no TTA"}
+                      if student else {"step": 0.5, "tta": False, "why": "nnU-Net's default step"}),
+        "student": student,
         "configurations": configs,
         "fingerprint": {k: v for k, v in fp.items() if k not in ("spacings", "shapes_after_crop", "cases")},
     }

@@ -87,7 +87,7 @@ def _flip_sets(model, tta_members: bool) -> list[tuple]:
 
 def _members(models, image, geom, step, tta_members, device):
     """Yield (member name, probabilities in the scan's original grid) one member at a time."""
-    from .infer import preprocessed_for, probs_to_original, sliding_window_probs
+    from .infer import model_step, preprocessed_for, probs_to_original, sliding_window_probs
 
     cache = {}
     for m in models:
@@ -95,7 +95,7 @@ def _members(models, image, geom, step, tta_members, device):
         for net, name in zip(m.nets, m.names):
             for f in _flip_sets(m, tta_members):
                 d = np.flip(np.asarray(data), [a + 1 for a in f]).copy() if f else data
-                p = sliding_window_probs([net], d, m.cfg, step=step, device=device)
+                p = sliding_window_probs([net], d, m.cfg, step=model_step(m, step), device=device)
                 if f:
                     p = torch.flip(p, [a + 1 for a in f])
                 yield f"{Path(m.run).name}:{name}" + (f":flip{''.join(map(str, f))}" if f else ""), \
@@ -103,7 +103,7 @@ def _members(models, image, geom, step, tta_members, device):
 
 
 def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
-                       step: float = 0.5, tta_members: bool = False, num_parts: int | None = None,
+                       step: float | None = None, tta_members: bool = False, num_parts: int | None = None,
                        part_id: int | None = None, overwrite: bool = False, device: str | None = None,
                        progress: bool = True) -> dict:
     """``semiseg pseudolabel``: averaged pseudo-labels and consensus scores for every scan of ``in_dir``."""
