@@ -4,8 +4,11 @@ A row is a measurement: never edit one by hand; rerun the script instead.
 """
 import csv
 import datetime
+import json
 import platform
+import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,3 +57,54 @@ def write_markdown() -> None:
         out += ["| " + " | ".join(r.get(c, "") for c in cols) + " |" for r in sub]
         out.append("")
     MD.write_text("\n".join(out))
+
+
+def sh(args, **kw):
+    """Run ``semiseg ARGS`` in this interpreter; exit with a message if it fails."""
+    p = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], text=True, **kw)
+    if p.returncode:
+        sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}")
+    return p
+
+
+def prepared_work(dataset: str, student: bool = False) -> Path:
+    """benchmarks/_work/DATASET (or DATASET-student): planned with every labeled training case of
+    splits.json fold 0 labeled, and preprocessed (once)."""
+    work = HERE / "_work" / (dataset + ("-student" if student else ""))
+    if not (work / "preprocessed" / "summary.json").exists():
+        sh(["plan", DATA / dataset, "-o", work, "-q", *(["--student"] if student else [])])
+        sh(["preprocess", work, "-q"])
+    return work
+
+
+def val_images(dataset: str, work: Path) -> Path:
+    """A folder of links to the validation images of the work folder's split."""
+    ds = DATA / dataset
+    split = json.loads((work / "split.json").read_text())
+    imgs = HERE / "_work" / f"{dataset}_val_images"
+    imgs.mkdir(parents=True, exist_ok=True)
+    meta = json.loads((ds / "dataset.json").read_text())
+    for cid in split["val"]:
+        for f in (ds / "imagesTr").glob(f"{cid}_*{meta['file_ending']}"):
+            if not (imgs / f.name).exists():
+                (imgs / f.name).symlink_to(f)
+    return imgs
+
+
+def predict_and_score(runs: list, dataset: str, imgs: Path, pred: Path, profile: Path, tolerance: str = "2",
+                      predict_args: list | None = None) -> dict:
+    """``semiseg predict --profile`` the images, ``semiseg evaluate`` in the original geometry; returns
+    the evaluation summary with the profile's median seconds per case and peak RSS."""
+    import shutil
+
+    shutil.rmtree(pred, ignore_errors=True)
+    sh(["predict", *runs, "-i", imgs, "-o", pred, "--profile", profile, "-q", *(predict_args or [])])
+    sh(["evaluate", pred, DATA / dataset / "labelsTr", "--only-predicted", "--tolerance", tolerance, "-q"],
+       stdout=subprocess.DEVNULL)
+    ev = json.loads((pred / "summary.json").read_text())
+    prof = list(csv.DictReader(open(profile)))
+    ev["predict_s_per_case"] = statistics.median(float(r["seconds"]) for r in prof)
+    ev["predict_peak_rss_mb"] = max(float(r["peak_rss_mb"]) for r in prof)
+    ev["per_class_text"] = "; ".join(f"{k} DSC {v['dsc']['mean']:.4f} NSD {v['nsd']['mean']:.4f} HD95 "
+                                     f"{v['hd95']['mean']:.2f}" for k, v in ev["per_region"].items())
+    return ev

@@ -20,18 +20,9 @@ subset the other training cases of the split are the unlabeled ones a semi-super
 import argparse
 import json
 import shutil
-import statistics
-import subprocess
 import sys
 
-from _common import DATA, HERE, append_rows
-
-
-def sh(args, **kw):
-    p = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], text=True, **kw)
-    if p.returncode:
-        sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}")
-    return p
+from _common import DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
 
 
 def main():
@@ -53,10 +44,7 @@ def main():
     from semiseg.profile import ResourceSampler
 
     ds = DATA / a.dataset
-    work = HERE / "_work" / a.dataset
-    if not (work / "preprocessed" / "summary.json").exists():
-        sh(["plan", ds, "-o", work, "-q"])
-        sh(["preprocess", work, "-q"])
+    work = prepared_work(a.dataset)
     method = "" if a.method == "supervised" else f"-{a.method}"
     name = f"{a.dataset}-{a.subset}-{a.config}{method}{('-' + a.tag) if a.tag else ''}-s{a.seed}"
     run = HERE / "_work" / "runs" / name
@@ -78,25 +66,10 @@ def main():
         tr = s.result()
     summ = json.loads((run / "summary.json").read_text())
 
-    split = json.loads((work / "split.json").read_text())
-    imgs = HERE / "_work" / f"{a.dataset}_val_images"
-    imgs.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((ds / "dataset.json").read_text())
-    for cid in split["val"]:
-        for f in (ds / "imagesTr").glob(f"{cid}_*{meta['file_ending']}"):
-            if not (imgs / f.name).exists():
-                (imgs / f.name).symlink_to(f)
-    pred = run / "pred_val"
-    shutil.rmtree(pred, ignore_errors=True)
-    sh(["predict", run, "-i", imgs, "-o", pred, "--profile", run / "predict_profile.csv", "-q", *a.predict_args.split()])
-    sh(["evaluate", pred, ds / "labelsTr", "--only-predicted", "--tolerance", a.tolerance, "-q"],
-       stdout=subprocess.DEVNULL)
-    ev = json.loads((pred / "summary.json").read_text())
-    import csv
-
-    prof = list(csv.DictReader(open(run / "predict_profile.csv")))
-    per_class = "; ".join(f"{k} DSC {v['dsc']['mean']:.4f} NSD {v['nsd']['mean']:.4f} HD95 {v['hd95']['mean']:.2f}"
-                          for k, v in ev["per_region"].items())
+    imgs = val_images(a.dataset, work)
+    ev = predict_and_score([run], a.dataset, imgs, run / "pred_val", run / "predict_profile.csv", a.tolerance,
+                           a.predict_args.split())
+    per_class = ev["per_class_text"]
     cfg = json.loads((run / "config.json").read_text())
     sup = cfg["method"] == "supervised"
     nets = cfg["network"] if sup else "+".join(
@@ -108,8 +81,8 @@ def main():
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
            "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}", "hd95": f"{ev['mean_over_regions']['hd95']:.2f}",
            "train_peak_rss_mb": "" if a.predict_only else f"{tr['peak_rss_mb']:.0f}",
-           "predict_s_per_case": f"{statistics.median(float(r['seconds']) for r in prof):.2f}",
-           "predict_peak_rss_mb": f"{max(float(r['peak_rss_mb']) for r in prof):.0f}",
+           "predict_s_per_case": f"{ev['predict_s_per_case']:.2f}",
+           "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}",
            "wall_s": "" if a.predict_only else f"{tr['wall_s']:.0f}",
            "notes": f"subset {a.subset}; best val (pseudo) Dice {summ['best_val_dice']:.4f} at it "
                     f"{summ['best_iteration']}; {summ['seconds_per_iteration']} s/it; CPU use {summ['mean_cpu_util']} "

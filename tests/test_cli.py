@@ -13,8 +13,11 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "predict cps: 4 validation cases" in out and "supervised" in out and "CPS" in out
     assert (tmp_path / "demo" / "work" / "plans.json").exists()
     assert (tmp_path / "demo" / "roundtrip_val" / "summary.json").exists()
-    for m in ("supervised", "cps"):
+    assert "self-training round 1" in out and "student (3 iterations" in out and "faster" in out
+    assert (tmp_path / "demo" / "selftrain" / "report.png").exists()
+    for m in ("supervised", "cps", "selftrain", "teacher", "student"):
         assert (tmp_path / "demo" / f"predictions_{m}" / "summary.json").exists()
+    for m in ("supervised", "cps", "student"):
         assert (tmp_path / "demo" / f"run_{m}" / "checkpoints" / "best.pt").exists()
     # a second run replaces its own folder, but never a folder it did not make
     assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--iterations", "1"]) == 0
@@ -27,7 +30,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_python_dash_m_and_help():
     r = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for cmd in ("check", "plan", "preprocess", "train", "predict", "pseudolabel", "evaluate", "demo"):
+    for cmd in ("check", "plan", "preprocess", "train", "selftrain", "predict", "pseudolabel", "evaluate", "demo"):
         assert cmd in r.stdout
 
 

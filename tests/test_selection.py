@@ -38,9 +38,9 @@ def _pseudo_dir(tiny_work, tmp_path, ids, scores):
         shutil.copy(f"{raw}/labelsTr/{c}.nii.gz", pl / f"{c}.nii.gz")
     with open(pl / "scores.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["case", "members", "consensus", "entropy"])
+        w.writerow(["case", "members", "consensus", "entropy", "foreground_voxels"])
         for c, s in zip(ids, scores):
-            w.writerow([c, 2, s, 1 - s])
+            w.writerow([c, 2, s, 1 - s, 100])
     return pl
 
 
@@ -94,3 +94,14 @@ def test_bad_pseudo_labels_are_refused(tiny_work, tmp_path):
         train(tiny_work, tmp_path / "r2", train_config(labeled=lab, pseudo_labels=str(pl)), progress=False)
     with pytest.raises(SemisegError, match="none of its scored scans"):
         train(tiny_work, tmp_path / "r3", train_config(pseudo_labels=str(pl)), progress=False)  # all labeled
+
+
+def test_empty_pseudo_labels_are_never_selected(tmp_path):
+    from semiseg.selection import read_scores
+
+    (tmp_path / "scores.csv").write_text("case,members,consensus,foreground_voxels\na,2,1.0,0\nb,2,0.8,50\n")
+    assert read_scores(tmp_path) == {"b": 0.8}
+    assert read_scores(tmp_path, skip_empty=False) == {"a": 1.0, "b": 0.8}
+    (tmp_path / "scores.csv").write_text("case,members,consensus\na,2,oops\n")
+    with pytest.raises(SemisegError, match="not a number"):
+        read_scores(tmp_path)

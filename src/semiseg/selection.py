@@ -12,6 +12,8 @@ them, seed 000 Table 5 row 4; supervised training ignores them). Rules:
 The score is a column of ``scores.csv`` (``--select-score``, default ``consensus``, seed 000 eq. 2);
 for a column where lower is better (``entropy``) the order is reversed (``threshold:T`` keeps
 scores <= T). Ties are broken by case ID, so a selection is a pure function of the table.
+Pseudo-labels with no foreground voxel are never selected (all members agreeing on nothing is a
+perfect consensus about a useless label).
 
 The pseudo-label maps (in each scan's original geometry) are cropped and resampled exactly like a
 true label of that scan was by ``semiseg preprocess`` (the crop box and spacings of its cached
@@ -49,8 +51,9 @@ def parse_select(spec: str) -> tuple[str, float | None]:
     return kind, v
 
 
-def read_scores(pl_dir: str | Path, score: str = "consensus") -> dict[str, float]:
-    """Case -> score from ``PL_DIR/scores.csv``."""
+def read_scores(pl_dir: str | Path, score: str = "consensus", skip_empty: bool = True) -> dict[str, float]:
+    """Case -> score from ``PL_DIR/scores.csv``. A pseudo-label with no foreground at all is left out
+    (``skip_empty``): every member agreeing on nothing scores a perfect consensus but teaches nothing."""
     table = Path(pl_dir) / "scores.csv"
     if not table.exists():
         raise SemisegError(f"{table}: missing; run `semiseg pseudolabel ... -o {pl_dir}` first")
@@ -69,6 +72,8 @@ def read_scores(pl_dir: str | Path, score: str = "consensus") -> dict[str, float
             raise SemisegError(f"{table}: case {r.get('case')}: {score} {r[score]!r} is not a number") from None
         if not math.isfinite(v):
             raise SemisegError(f"{table}: case {r.get('case')}: {score} is {v}")
+        if skip_empty and r.get("foreground_voxels") not in (None, "") and int(float(r["foreground_voxels"])) == 0:
+            continue
         out[r["case"]] = v
     return out
 

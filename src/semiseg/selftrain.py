@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -135,27 +136,33 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             pc = TrainConfig.from_dict(read_json(prev_run / "config.json", "run configuration"))
             tta = len(create_method(pc.method, pc).predict_with()) < 2
         log(f"round {r}: pseudo-labelling {len(unlabeled)} scans with {prev_run}" + (" (+ mirrorings)" if tta else ""))
-        pseudolabel_folder([str(prev_run)], images, rd / "pseudo", step=st["pl_step"], tta_members=tta,
-                           num_parts=1, part_id=0, progress=progress)
+        t0 = time.time()
+        res = pseudolabel_folder([str(prev_run)], images, rd / "pseudo", step=st["pl_step"], tta_members=tta,
+                                 num_parts=1, part_id=0, progress=progress)
+        tf = rd / "pseudo" / "timing.json"  # the pseudo-labelling's compute, for honest totals
+        pl_s = read_json(tf, "timing")["seconds"] if tf.exists() else 0.0
+        if res["done"]:
+            pl_s += time.time() - t0
+            write_json({"seconds": pl_s, "members": res["members"]}, tf)
         scores = read_scores(rd / "pseudo", st["select_score"])
         chosen = select_cases(scores, st["select"], st["select_score"], [c for c in unlabeled if c in scores])
         new = [c for c in chosen if c not in prev_sel]
         if not chosen or (r > 1 and not new):
             log(f"round {r}: the selection adds no scan ({len(chosen)} selected, all in round {r - 1}'s); stopping")
-            rows.append(_row(r, None, None, chosen, new, scores, st["select_score"], stopped=True))
+            rows.append(_row(r, None, None, chosen, new, scores, st["select_score"], pl_s, stopped=True))
             break
         log(f"round {r}: {len(chosen)} of {len(scores)} pseudo-labels selected ({len(new)} new), {st['select']} "
             f"by {st['select_score']}")
         cfg = TrainConfig.from_dict(dict(st["config"], pseudo_labels=str(rd / "pseudo"), select=st["select"],
                                          select_score=st["select_score"]))
         s = _train_round(work, rd / "run", cfg, progress, log)
-        rows.append(_row(r, rd / "run", s, chosen, new, scores, st["select_score"]))
+        rows.append(_row(r, rd / "run", s, chosen, new, scores, st["select_score"], pl_s))
         prev_run, prev_sel = rd / "run", set(chosen)
     write_report(out, rows)
     return rows
 
 
-def _row(r, run, summary, chosen, new, scores, score_name, stopped=False) -> dict:
+def _row(r, run, summary, chosen, new, scores, score_name, pl_s=0.0, stopped=False) -> dict:
     sel = [scores[c] for c in chosen]
     rej = [v for c, v in scores.items() if c not in set(chosen)]
     return {"round": r, "run": str(run) if run else "", "stopped": stopped, "scored": len(scores),
@@ -166,7 +173,7 @@ def _row(r, run, summary, chosen, new, scores, score_name, stopped=False) -> dic
             "hist_selected": _histogram(sel), "hist_rejected": _histogram(rej),
             "best_val_dice": summary["best_val_dice"] if summary else float("nan"),
             "iterations": summary["iterations"] if summary else 0,
-            "train_s": summary["elapsed_s"] if summary else 0.0}
+            "train_s": summary["elapsed_s"] if summary else 0.0, "pseudolabel_s": round(pl_s, 1)}
 
 
 def write_report(out: Path, rows: list[dict]) -> None:

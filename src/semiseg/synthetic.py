@@ -99,11 +99,19 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
     return out
 
 
+def plans_spacing(work) -> list:
+    from .planning import load_plans
+
+    return [round(v, 2) for v in load_plans(work)["target_spacing"]]
+
+
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
              progress: bool = True, log=print, train_iterations: int = 1000, demo_labeled: int = 2,
              train_options: dict | None = None) -> dict:
     """Generate the synthetic dataset and run check -> plan -> preprocess -> train (supervised and
-    CPS on ``demo_labeled`` labeled cases) -> predict -> evaluate."""
+    CPS on ``demo_labeled`` labeled cases) -> predict -> evaluate, then one self-training round
+    (the CPS pair's pseudo-labels, the best half by consensus) and a student (seed 002) trained on
+    the labels and the pair's pseudo-labels, timed against the pair."""
     from .checking import check_dataset
     from .metrics import evaluate, format_table
     from .planning import plan
@@ -196,6 +204,58 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     log(f"[demo] validation DSC with {len(labeled)} labeled cases: supervised {d['supervised']:.4f}, "
         f"CPS {d['cps']:.4f} ({100 * (d['cps'] - d['supervised']):+.1f} points from the unlabeled cases)")
     summary = results["cps"]
+
+    # self-training (seed 000): the CPS pair pseudo-labels the unlabeled cases, the half they agree on
+    # most joins the labels, a fresh model trains on both
+    from .selftrain import selftrain
+
+    t = time.time()
+    base = TrainConfig(**{"configuration": "3d", "method": "supervised", "labeled": labeled,
+                          "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
+                          **(train_options or {})})
+    rows = selftrain(out / "work", out / "selftrain", base, rounds=1, select="top:0.5",
+                     init_run=str(out / "run_cps"), progress=progress)
+    r1 = rows[-1]
+    log(f"[demo] self-training round 1: the CPS pair pseudo-labeled {r1['scored']} unlabeled cases "
+        f"({r1['pseudolabel_s']:.0f} s), kept the {r1['selected']} with the highest consensus (>= "
+        f"{r1['selected_score_min']:.3f}; rejected mean {r1['rejected_score_mean']:.3f}); report in "
+        f"{out / 'selftrain' / 'report.png'}")
+    st_run = out / "selftrain" / "round1" / "run"
+    pred = out / "predictions_selftrain"
+    predict_folder([str(st_run)], val_in, pred, progress=progress)
+    results["selftrain"] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
+                                    progress=False)
+    times["selftrain"] = time.time() - t
+
+    # the small fast student (seed 002): coarser spacing, narrower, larger step, trained on the labels
+    # plus every pseudo-label of the CPS teachers; timed against the teacher pair with mirroring
+    t = time.time()
+    plan(ds, out / "work_student", workers=workers, progress=progress, student=True)
+    preprocess(out / "work_student", workers=workers, progress=progress)
+    sopts = dict(train_options or {})
+    sopts["network_options"] = {"base_features": max(4, (sopts.get("network_options") or {}).get("base_features", 8) // 2)}
+    sopts.pop("patch_size", None)
+    scfg = TrainConfig(**{"configuration": "3d", "method": "supervised", "labeled": labeled,
+                          "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
+                          "pseudo_labels": str(out / "selftrain" / "round1" / "pseudo"), "select": "all", **sopts})
+    s = train(out / "work_student", out / "run_student", scfg, progress=progress)
+    prof = {}
+    for who, runs, tta in (("teacher", [str(out / "run_cps")], True), ("student", [str(out / "run_student")], False)):
+        pred = out / f"predictions_{who}"
+        r = predict_folder(runs, val_in, pred, tta=tta, overwrite=True, profile=str(out / f"predict_profile_{who}.csv"),
+                           progress=progress)
+        prof[who] = (float(np.median([x["seconds"] for x in r["rows"]])), max(x["peak_rss_mb"] for x in r["rows"]))
+        results[who] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
+                                progress=False)
+    times["student"] = time.time() - t
+    d = {m: results[m]["mean_over_regions"]["dsc"] for m in results}
+    log(f"[demo] self-training round 1 (supervised on {len(labeled)} labels + {r1['selected']} pseudo-labels): "
+        f"validation DSC {d['selftrain']:.4f} (supervised {d['supervised']:.4f}, CPS {d['cps']:.4f})")
+    log(f"[demo] student ({s['iterations']} iterations at {plans_spacing(out / 'work_student')} mm, "
+        f"{sopts['network_options']['base_features']} base features, step 0.8, no TTA) vs its teacher (the CPS pair "
+        f"with mirroring TTA): DSC {d['student']:.4f} vs {d['teacher']:.4f}, {prof['teacher'][0] / prof['student'][0]:.1f}x "
+        f"faster ({prof['student'][0]:.2f} vs {prof['teacher'][0]:.2f} s per case), peak RSS {prof['student'][1]:.0f} vs "
+        f"{prof['teacher'][1]:.0f} MB")
     times["total"] = time.time() - t0
     log(f"[demo] done in {times['total']:.1f} s; everything is under {out}")
     return {"out": str(out), "times": times, "summary": summary, "results": results, "plans": plans}
