@@ -17,6 +17,7 @@ def test_selftrain_rounds_stop_and_resume(tiny_work, tmp_path):
     # round 1 takes all 3 unlabeled scans; round 2 would add none, so it stops there
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[1]["selected"] == 3 and rows[1]["new"] == 3 and not rows[1]["stopped"]
+    assert rows[1]["pseudolabel_s"] > 0  # summed from the per-scan seconds of scores.csv
     assert rows[2]["stopped"] and rows[2]["new"] == 0 and not (out / "round2" / "run").exists()
     sp = json.loads((out / "round1" / "run" / "split.json").read_text())
     assert sorted(sp["pseudo"]) == sorted(split["labeled"][2:]) and sp["unlabeled"] == []

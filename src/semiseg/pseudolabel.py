@@ -17,7 +17,7 @@ the scores compare each member's argmax ``Y_m`` with that averaged label ``Y_avg
 Streaming: one scan at a time in memory (the running sum of probabilities and M label maps of
 uint8). Resumable: a scan whose label and score file exist is skipped. Shardable: ``num_parts`` /
 ``part_id`` (default: torchrun's ``WORLD_SIZE`` / ``RANK``) split the sorted scans; each part
-writes ``scores/<CASE>.json`` per scan and every part, when it finishes, rebuilds ``scores.csv``
+writes ``scores/<CASE>.json`` per scan (with the seconds it took) and every part, when it finishes, rebuilds ``scores.csv``
 from all score files present, so the last part to finish leaves the complete table.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,7 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         if target.exists() and sfile.exists() and not overwrite:
             skipped += 1
             continue
+        t0 = time.time()
         image, geom = read_case_image(Case(cid, cases[cid]))
         acc, labels, member_names = None, [], []
         for name, p in _members(models, image, geom, step, tta_members, dev):
@@ -151,6 +153,7 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         row["entropy"] = mean_entropy(probs, labels)
         row["foreground_voxels"] = int((avg > 0).sum())
         write_image(avg, geom, target)
+        row["seconds"] = round(time.time() - t0, 2)
         write_json(row, sfile)  # last: a scan with a score file is complete
         done += 1
     table = merge_scores(out_dir)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -136,14 +135,9 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             pc = TrainConfig.from_dict(read_json(prev_run / "config.json", "run configuration"))
             tta = len(create_method(pc.method, pc).predict_with()) < 2
         log(f"round {r}: pseudo-labelling {len(unlabeled)} scans with {prev_run}" + (" (+ mirrorings)" if tta else ""))
-        t0 = time.time()
-        res = pseudolabel_folder([str(prev_run)], images, rd / "pseudo", step=st["pl_step"], tta_members=tta,
-                                 num_parts=1, part_id=0, progress=progress)
-        tf = rd / "pseudo" / "timing.json"  # the pseudo-labelling's compute, for honest totals
-        pl_s = read_json(tf, "timing")["seconds"] if tf.exists() else 0.0
-        if res["done"]:
-            pl_s += time.time() - t0
-            write_json({"seconds": pl_s, "members": res["members"]}, tf)
+        pseudolabel_folder([str(prev_run)], images, rd / "pseudo", step=st["pl_step"], tta_members=tta,
+                           num_parts=1, part_id=0, progress=progress)
+        pl_s = _pseudolabel_seconds(rd / "pseudo")  # its compute, for honest totals
         scores = read_scores(rd / "pseudo", st["select_score"])
         chosen = select_cases(scores, st["select"], st["select_score"], [c for c in unlabeled if c in scores])
         new = [c for c in chosen if c not in prev_sel]
@@ -160,6 +154,11 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         prev_run, prev_sel = rd / "run", set(chosen)
     write_report(out, rows)
     return rows
+
+
+def _pseudolabel_seconds(pl_dir: Path) -> float:
+    with open(pl_dir / "scores.csv", newline="") as f:
+        return float(sum(float(r.get("seconds") or 0) for r in csv.DictReader(f)))
 
 
 def _row(r, run, summary, chosen, new, scores, score_name, pl_s=0.0, stopped=False) -> dict:
