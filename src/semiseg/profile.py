@@ -76,12 +76,16 @@ class ResourceSampler:
 
     def _run(self):
         last_t, last_ticks = time.perf_counter(), self._sample()[1]
-        while not self._stop.wait(self.interval):
+        self._t_first = last_t
+        while True:  # one more sample when stopped, so a run shorter than the interval is measured too
+            stopped = self._stop.wait(self.interval)
             rss, ticks = self._sample()
             t = time.perf_counter()
             cpu = (ticks - last_ticks) / _HZ / max(t - last_t, 1e-9)
             self.samples.append((t, rss, max(cpu, 0.0)))
             last_t, last_ticks = t, ticks
+            if stopped:
+                break
 
     def __enter__(self):
         self.t0 = time.perf_counter()
@@ -108,10 +112,11 @@ class ResourceSampler:
         own_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         peak = max([x[1] for x in s], default=0) / 2 ** 20
         out = {"wall_s": wall, "peak_rss_mb": max(peak, 0.0) or own_peak}
-        if len(s) > 1:
-            rss_auc = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(s, s[1:])) / 2 ** 20
-            cpu_auc = sum((b[0] - a[0]) * b[2] for a, b in zip(s, s[1:]))
-            out.update(rss_auc_mb_s=rss_auc, cpu_util_auc=cpu_auc, mean_cpu_util=cpu_auc / max(s[-1][0] - s[0][0], 1e-9))
+        if s:  # each sample stands for the interval since the previous one (the first: since the start)
+            ts = [self._t_first] + [x[0] for x in s]
+            rss_auc = sum((ts[i + 1] - ts[i]) * x[1] for i, x in enumerate(s)) / 2 ** 20
+            cpu_auc = sum((ts[i + 1] - ts[i]) * x[2] for i, x in enumerate(s))
+            out.update(rss_auc_mb_s=rss_auc, cpu_util_auc=cpu_auc, mean_cpu_util=cpu_auc / max(ts[-1] - ts[0], 1e-9))
         try:
             import torch
 

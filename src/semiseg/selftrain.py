@@ -33,7 +33,7 @@ import numpy as np
 from .config import TrainConfig
 from .utils import SemisegError, atomic_path, read_json, write_json
 
-HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0001]
+HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0001]
 
 
 def _link_unlabeled(work: Path, out: Path, ids: list[str]) -> Path:
@@ -207,6 +207,7 @@ def write_report(out: Path, rows: list[dict]) -> None:
     for r in tr:
         ax[1].annotate(f"+{r['selected']}", (r["round"], r["best_val_dice"]), fontsize=7)
     ax[1].set_xlabel("round")
+    ax[1].set_xticks([r["round"] for r in tr])
     ax[1].set_title("best validation Dice (labels + selected pseudo-labels)")
     fig.tight_layout()
     with atomic_path(out / "report.png", suffix=".png") as tmp:
