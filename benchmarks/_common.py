@@ -79,16 +79,15 @@ def prepared_work(dataset: str, student: bool = False) -> Path:
 
 def val_images(dataset: str, work: Path) -> Path:
     """A folder of links to the validation images of the work folder's split."""
-    ds = DATA / dataset
-    split = json.loads((work / "split.json").read_text())
-    imgs = HERE / "_work" / f"{dataset}_val_images"
-    imgs.mkdir(parents=True, exist_ok=True)
-    meta = json.loads((ds / "dataset.json").read_text())
-    for cid in split["val"]:
-        for f in (ds / "imagesTr").glob(f"{cid}_*{meta['file_ending']}"):
-            if not (imgs / f.name).exists():
-                (imgs / f.name).symlink_to(f)
-    return imgs
+    return case_images(dataset, json.loads((work / "split.json").read_text())["val"],
+                       HERE / "_work" / f"{dataset}_val_images")
+
+
+def case_images(dataset: str, ids: list, folder: Path) -> Path:
+    """A folder of links to the images of ``ids`` of a dataset of ../shared/data."""
+    from semiseg.dataset import Dataset, link_case_images
+
+    return link_case_images(Dataset.load(DATA / dataset), ids, folder)
 
 
 def predict_and_score(runs: list, dataset: str, imgs: Path, pred: Path, profile: Path, tolerance: str = "2",
@@ -105,6 +104,9 @@ def predict_and_score(runs: list, dataset: str, imgs: Path, pred: Path, profile:
     prof = list(csv.DictReader(open(profile)))
     ev["predict_s_per_case"] = statistics.median(float(r["seconds"]) for r in prof)
     ev["predict_peak_rss_mb"] = max(float(r["peak_rss_mb"]) for r in prof)
+    ev["rss_auc_mb_s"] = statistics.median(float(r["rss_auc_mb_s"]) for r in prof)  # FLARE areas, per case
+    ev["cpu_util_auc"] = statistics.median(float(r["cpu_util_auc"]) for r in prof)
+    ev["peak_gpu_mb"] = max(float(r["peak_gpu_mb"]) for r in prof)
     ev["per_class_text"] = "; ".join(f"{k} DSC {v['dsc']['mean']:.4f} NSD {v['nsd']['mean']:.4f} HD95 "
                                      f"{v['hd95']['mean']:.2f}" for k, v in ev["per_region"].items())
     return ev

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from _common import DATA, HERE, append_rows, sh
+from _common import DATA, HERE, append_rows, case_images, sh
 
 
 def main():
@@ -39,13 +39,7 @@ def main():
     run0 = Path(a.runs[0].split("@")[0])
     split = json.loads((run0 / "split.json").read_text())
     unl = split["unlabeled"]
-    meta = json.loads((ds / "dataset.json").read_text())
-    imgs = HERE / "_work" / f"{a.dataset}_{run0.name}_unlabeled_images"
-    imgs.mkdir(parents=True, exist_ok=True)
-    for cid in unl:
-        for f in (ds / "imagesTr").glob(f"{cid}_*{meta['file_ending']}"):
-            if not (imgs / f.name).exists():
-                (imgs / f.name).symlink_to(f)
+    imgs = case_images(a.dataset, unl, HERE / "_work" / f"{a.dataset}_{run0.name}_unlabeled_images")
     out = Path(a.out) if a.out else HERE / "_work" / f"pl_{run0.name}{'_tta' if a.tta_members else ''}"
     import time
 

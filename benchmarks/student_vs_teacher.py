@@ -12,19 +12,11 @@ peak GPU memory on CUDA, RSS-time and CPU-time areas sampled every 0.1 s), alter
     python benchmarks/student_vs_teacher.py --teachers RUN --teacher-tta --pseudo-labels PL_DIR --minutes 30
 """
 import argparse
-import csv
 import json
 import shutil
 import statistics
 
 from _common import DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
-
-
-def _areas(profile):
-    rows = list(csv.DictReader(open(profile)))
-    return (statistics.median(float(r["rss_auc_mb_s"]) for r in rows),
-            statistics.median(float(r["cpu_util_auc"]) for r in rows),
-            max(float(r["peak_gpu_mb"]) for r in rows))
 
 
 def main():
@@ -66,11 +58,12 @@ def main():
             prof = HERE / "_work" / "runs" / f"{run.name}-{who}-profile{i}.csv"
             ev = predict_and_score(runs, a.dataset, imgs, HERE / "_work" / "runs" / f"{run.name}-{who}-pred", prof,
                                    predict_args=args)
-            res[who].append((ev, _areas(prof)))
-    med = {w: {"s": statistics.median(e["predict_s_per_case"] for e, _ in v),
-               "rss": statistics.median(e["predict_peak_rss_mb"] for e, _ in v),
-               "rss_auc": statistics.median(x[0] for _, x in v), "cpu_auc": statistics.median(x[1] for _, x in v),
-               "gpu": max(x[2] for _, x in v), "ev": v[-1][0]} for w, v in res.items()}
+            res[who].append(ev)
+    med = {w: {"s": statistics.median(e["predict_s_per_case"] for e in v),
+               "rss": statistics.median(e["predict_peak_rss_mb"] for e in v),
+               "rss_auc": statistics.median(e["rss_auc_mb_s"] for e in v),
+               "cpu_auc": statistics.median(e["cpu_util_auc"] for e in v),
+               "gpu": max(e["peak_gpu_mb"] for e in v), "ev": v[-1]} for w, v in res.items()}
     t, s_ = med["teachers"], med["student"]
     teach = "+".join(r.rstrip("/").split("/")[-1] for r in a.teachers) + (" with mirroring TTA" if a.teacher_tta else "")
     plans = json.loads((run / "plans.json").read_text())

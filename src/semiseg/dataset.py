@@ -287,6 +287,26 @@ def read_case_label(case: Case, geom: Geometry, declared, tol: float = GEOMETRY_
     return lab
 
 
+def link_case_images(dataset: "Dataset", ids: list[str], folder: str | os.PathLike) -> Path:
+    """A folder of links (copies where links are not allowed) to the image files of ``ids``, for
+    commands that take an image folder (predict, pseudolabel); the dataset is never written."""
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for cid in ids:
+        if cid not in dataset.cases:
+            raise SemisegError(f"case {cid} is not in {dataset.root / 'imagesTr'}")
+        for f in dataset.cases[cid].images:
+            t = folder / f.name
+            if not t.exists():
+                try:
+                    t.symlink_to(f.resolve())
+                except OSError:
+                    shutil.copy2(f, t)
+    return folder
+
+
 def read_case_list(path: str | os.PathLike, key: str | None = None) -> list[str]:
     """Case IDs from a text file (one per line, '#' comments), a JSON list or a JSON object of lists."""
     path = Path(path)

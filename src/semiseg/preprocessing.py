@@ -164,12 +164,20 @@ def preprocess_arrays(image: np.ndarray, geom: Geometry, plans: dict, seg: np.nd
     thr = rs.get("anisotropy_threshold", 3.0)
     data = resample_image(data, shape, old_sp, target, rs.get("image_order", 3),
                           rs.get("anisotropic_z_order", 0), thr)
-    if seg is not None:
-        seg = resample_label(seg[sl], shape, old_sp, target, thr)
     props = {"geometry": geom.to_dict(), "original_shape": list(image.shape[1:]), "bbox": bbox,
              "shape_after_crop": list(cropped.shape[1:]), "original_spacing": old_sp,
              "spacing": target, "shape": list(data.shape[1:])}
+    if seg is not None:
+        seg = label_to_grid(seg, props, plans)
     return data, seg, props
+
+
+def label_to_grid(seg: np.ndarray, props: dict, plans: dict) -> np.ndarray:
+    """A label map in a case's original grid -> its preprocessed grid (the crop box and spacings of
+    the case's properties), as ``preprocess`` treats true labels and training treats pseudo-labels."""
+    sl = tuple(slice(lo, hi) for lo, hi in props["bbox"])
+    thr = plans.get("resampling", {}).get("anisotropy_threshold", 3.0)
+    return resample_label(seg[sl], props["shape"], props["original_spacing"], props["spacing"], thr)
 
 
 def class_locations(seg: np.ndarray, seed: int, per_class: int = LOCS_PER_CLASS) -> np.ndarray:

@@ -27,7 +27,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 
 from .utils import SemisegError
 
@@ -82,7 +81,8 @@ def select_cases(scores: dict[str, float], spec: str, score: str = "consensus",
                  candidates: list[str] | None = None) -> list[str]:
     """The cases of ``scores`` (restricted to ``candidates``) that ``spec`` keeps, best first."""
     kind, v = parse_select(spec)
-    items = [(c, s) for c, s in scores.items() if candidates is None or c in set(candidates)]
+    allowed = set(scores if candidates is None else candidates)
+    items = [(c, s) for c, s in scores.items() if c in allowed]
     lower = score in LOWER_IS_BETTER
     items.sort(key=lambda cs: ((cs[1] if lower else -cs[1]), cs[0]))
     if kind == "all":
@@ -100,14 +100,13 @@ def cache_pseudo_labels(work: str | Path, pl_dir: str | Path, ids: list[str], ou
     case -> folder holding ``CASE_seg.npy`` / ``CASE_locs.npy``. Skips cases already cached."""
     from tqdm import tqdm
 
-    from .dataset import declared_label_values, label_problems
-    from .io import SUPPORTED_ENDINGS, Geometry, file_ending, read_image
-    from .preprocessing import _label_dtype, class_locations, resample_label
+    from .dataset import Case, declared_label_values, read_case_label
+    from .io import SUPPORTED_ENDINGS, Geometry, file_ending
+    from .preprocessing import _label_dtype, class_locations, label_to_grid
     from .utils import read_json, save_npy
 
     work, pl_dir, out_dir = Path(work), Path(pl_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ending = plans.get("file_ending") or ".nii.gz"
     declared = declared_label_values(plans["labels"])
     found = {f.name[: -len(file_ending(f))]: f for f in pl_dir.iterdir()
              if f.is_file() and file_ending(f) in SUPPORTED_ENDINGS}
@@ -117,20 +116,11 @@ def cache_pseudo_labels(work: str | Path, pl_dir: str | Path, ids: list[str], ou
         out[cid] = out_dir
         if seg_f.exists() and locs_f.exists():
             continue
-        src = found.get(cid)
-        if src is None:
-            raise SemisegError(f"{pl_dir}: scores.csv names {cid} but there is no {cid}{ending} pseudo-label")
+        if cid not in found:
+            raise SemisegError(f"{pl_dir}: scores.csv names {cid} but the folder has no pseudo-label image for it")
         props = read_json(work / "preprocessed" / f"{cid}.json", f"preprocessed case {cid}")
-        lab, g = read_image(src, require_finite=True)
-        mm = Geometry.from_dict(props["geometry"]).mismatch(g, 1e-4)
-        if mm:
-            raise SemisegError(f"{src}: pseudo-label geometry differs from the scan's: " + "; ".join(mm))
-        lab, problems = label_problems(lab, declared)
-        if problems:
-            raise SemisegError(f"{src}: {problems[0][1]}")
-        sl = tuple(slice(lo, hi) for lo, hi in props["bbox"])
-        seg = resample_label(lab[sl].astype(_label_dtype(plans["num_classes"])), props["shape"],
-                             props["original_spacing"], props["spacing"])
+        lab = read_case_label(Case(cid, [], found[cid]), Geometry.from_dict(props["geometry"]), declared)
+        seg = label_to_grid(lab.astype(_label_dtype(plans["num_classes"])), props, plans)
         save_npy(class_locations(seg, 5000 + i), locs_f)  # locs first: seg present means complete
         save_npy(seg, seg_f)
     return out

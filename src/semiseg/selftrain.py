@@ -36,27 +36,6 @@ from .utils import SemisegError, atomic_path, read_json, write_json
 HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0001]
 
 
-def _link_unlabeled(work: Path, out: Path, ids: list[str]) -> Path:
-    """OUT/unlabeled_images with a link (or a copy where links are not allowed) per channel file."""
-    from .dataset import Dataset
-    from .planning import load_plans
-
-    ds = Dataset.load(load_plans(work)["dataset_path"])
-    d = out / "unlabeled_images"
-    d.mkdir(parents=True, exist_ok=True)
-    for cid in ids:
-        if cid not in ds.cases:
-            raise SemisegError(f"{work / 'split.json'}: unlabeled case {cid} is not in {ds.root / 'imagesTr'}")
-        for f in ds.cases[cid].images:
-            t = d / f.name
-            if not t.exists():
-                try:
-                    t.symlink_to(f.resolve())
-                except OSError:
-                    shutil.copy2(f, t)
-    return d
-
-
 def _train_round(work: Path, run: Path, cfg: TrainConfig, progress: bool, log) -> dict:
     from .engine import train
 
@@ -79,6 +58,7 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
               select: str = "top:0.5", select_score: str = "consensus", init_run: str | None = None,
               tta_members: bool | None = None, pl_step: float = 0.5, progress: bool = True) -> list[dict]:
     """Run (or continue) self-training into ``out``; returns the per-round report rows."""
+    from .dataset import Dataset, link_case_images
     from .engine import _cases
     from .methods import create_method
     from .planning import load_plans
@@ -113,7 +93,7 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
     _lab, unlabeled, _val = _cases(plans, work, base)
     if not unlabeled:
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases to pseudo-label")
-    images = _link_unlabeled(work, out, unlabeled)
+    images = link_case_images(Dataset.load(plans["dataset_path"]), unlabeled, out / "unlabeled_images")
 
     def log(msg):
         line = f"selftrain: {msg}"

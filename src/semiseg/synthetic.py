@@ -99,12 +99,6 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
     return out
 
 
-def plans_spacing(work) -> list:
-    from .planning import load_plans
-
-    return [round(v, 2) for v in load_plans(work)["target_spacing"]]
-
-
 def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int | None = None,
              progress: bool = True, log=print, train_iterations: int = 1000, demo_labeled: int = 2,
              train_options: dict | None = None) -> dict:
@@ -179,11 +173,18 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
         "unlabeled: supervised (labeled only) vs cross pseudo supervision (labeled + unlabeled), "
         f"{train_iterations} iterations each")
     results = {}
+
+    def demo_config(method: str = "supervised", **extra) -> TrainConfig:
+        return TrainConfig(**{"configuration": "3d", "method": method, "labeled": labeled,
+                              "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
+                              **(train_options or {}), **extra})
+
+    def scored(pred) -> dict:
+        return evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers, progress=False)
+
     for method in ("supervised", "cps"):
         t = time.time()
-        cfg = TrainConfig(**{"configuration": "3d", "method": method, "labeled": labeled,
-                             "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
-                             **(train_options or {})})
+        cfg = demo_config(method)
         run = out / f"run_{method}"
         s = train(out / "work", run, cfg, progress=progress)
         log(f"[demo] train {method}: {s['iterations']} iterations in {s['elapsed_s']:.0f} s "
@@ -194,8 +195,7 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
         r = predict_folder([str(run)], val_in, pred, profile=str(out / f"predict_profile_{method}.csv"),
                            progress=progress)
         secs = [row["seconds"] for row in r["rows"]]
-        results[method] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
-                                   progress=False)
+        results[method] = scored(pred)
         log(f"[demo] predict {method}: {r['done']} validation cases, {sum(secs) / max(len(secs), 1):.2f} s per case; "
             "evaluation in the original geometry:")
         log(format_table(results[method]))
@@ -210,10 +210,7 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     from .selftrain import selftrain
 
     t = time.time()
-    base = TrainConfig(**{"configuration": "3d", "method": "supervised", "labeled": labeled,
-                          "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
-                          **(train_options or {})})
-    rows = selftrain(out / "work", out / "selftrain", base, rounds=1, select="top:0.5",
+    rows = selftrain(out / "work", out / "selftrain", demo_config(), rounds=1, select="top:0.5",
                      init_run=str(out / "run_cps"), progress=progress)
     r1 = rows[-1]
     log(f"[demo] self-training round 1: the CPS pair pseudo-labeled {r1['scored']} unlabeled cases "
@@ -223,21 +220,17 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     st_run = out / "selftrain" / "round1" / "run"
     pred = out / "predictions_selftrain"
     predict_folder([str(st_run)], val_in, pred, progress=progress)
-    results["selftrain"] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
-                                    progress=False)
+    results["selftrain"] = scored(pred)
     times["selftrain"] = time.time() - t
 
     # the small fast student (seed 002): coarser spacing, narrower, larger step, trained on the labels
     # plus every pseudo-label of the CPS teachers; timed against the teacher pair with mirroring
     t = time.time()
-    plan(ds, out / "work_student", workers=workers, progress=progress, student=True)
+    splans = plan(ds, out / "work_student", workers=workers, progress=progress, student=True)
     preprocess(out / "work_student", workers=workers, progress=progress)
-    sopts = dict(train_options or {})
-    sopts["network_options"] = {"base_features": max(4, (sopts.get("network_options") or {}).get("base_features", 8) // 2)}
-    sopts.pop("patch_size", None)
-    scfg = TrainConfig(**{"configuration": "3d", "method": "supervised", "labeled": labeled,
-                          "iterations": train_iterations, "val_every": max(1, train_iterations // 3), "seed": 0,
-                          "pseudo_labels": str(out / "selftrain" / "round1" / "pseudo"), "select": "all", **sopts})
+    width = max(4, ((train_options or {}).get("network_options") or {}).get("base_features", 8) // 2)
+    scfg = demo_config(pseudo_labels=str(out / "selftrain" / "round1" / "pseudo"), select="all")
+    scfg.network_options, scfg.patch_size = {"base_features": width}, None  # the student plan's patch
     s = train(out / "work_student", out / "run_student", scfg, progress=progress)
     prof = {}
     for who, runs, tta in (("teacher", [str(out / "run_cps")], True), ("student", [str(out / "run_student")], False)):
@@ -245,14 +238,13 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
         r = predict_folder(runs, val_in, pred, tta=tta, overwrite=True, profile=str(out / f"predict_profile_{who}.csv"),
                            progress=progress)
         prof[who] = (float(np.median([x["seconds"] for x in r["rows"]])), max(x["peak_rss_mb"] for x in r["rows"]))
-        results[who] = evaluate(pred, ds / "labelsTr", tolerance=2.0, only_predicted=True, workers=workers,
-                                progress=False)
+        results[who] = scored(pred)
     times["student"] = time.time() - t
     d = {m: results[m]["mean_over_regions"]["dsc"] for m in results}
     log(f"[demo] self-training round 1 (supervised on {len(labeled)} labels + {r1['selected']} pseudo-labels): "
         f"validation DSC {d['selftrain']:.4f} (supervised {d['supervised']:.4f}, CPS {d['cps']:.4f})")
-    log(f"[demo] student ({s['iterations']} iterations at {plans_spacing(out / 'work_student')} mm, "
-        f"{sopts['network_options']['base_features']} base features, step 0.8, no TTA) vs its teacher (the CPS pair "
+    log(f"[demo] student ({s['iterations']} iterations at {[round(v, 2) for v in splans['target_spacing']]} mm, "
+        f"{width} base features, step 0.8, no TTA) vs its teacher (the CPS pair "
         f"with mirroring TTA): DSC {d['student']:.4f} vs {d['teacher']:.4f}, {prof['teacher'][0] / prof['student'][0]:.1f}x "
         f"faster ({prof['student'][0]:.2f} vs {prof['teacher'][0]:.2f} s per case), peak RSS {prof['student'][1]:.0f} vs "
         f"{prof['teacher'][1]:.0f} MB")
