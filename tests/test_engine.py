@@ -57,10 +57,14 @@ def _cli(*args):
     return [sys.executable, "-m", "semiseg", "train", *map(str, args)]
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps"])
+STCN_ARGS = ["--config", "2d", "--method-options", '{"crop": 16}', "--network-options", '{"width": 8}']  # the propagation network: its own triplet batches and validation
+
+
+@pytest.mark.parametrize("method", ["supervised", "cps", "stcn"])
 def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
     common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1,
-              "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else [])
+              "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else []) + \
+        (STCN_ARGS if method == "stcn" else [])
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
     run = tmp_path / "killed"
@@ -91,12 +95,14 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
             assert torch.allclose(wa[k], nb[name][k], atol=1e-5), (name, k)
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps"])
+@pytest.mark.parametrize("method", ["supervised", "cps", "stcn"])
 def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     common = ["--iterations", 3, "--val-every", 100, "--base-features", 4, "--amp", "off", "--workers", 0,
               "--batch-size", 4, "--no-augment", "-q", "--method", method]
     if method == "cps":  # 2 labeled + 2 unlabeled per rank, lambda on from the first step
         common += ["--labeled", 2, "--unlabeled-batch", 4, "--cps-ramp", 0]
+    if method == "stcn":
+        common += STCN_ARGS
     one = tmp_path / "one"
     subprocess.run(_cli(tiny_work, "-o", one, *common), check=True, capture_output=True)
     two = tmp_path / "two"
@@ -107,7 +113,7 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     assert p.returncode == 0, p.stderr[-3000:]
     na = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]
     nb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]
-    assert set(na) == ({"net"} if method == "supervised" else {"net1", "net2"})
+    assert set(na) == {"supervised": {"net"}, "cps": {"net1", "net2"}, "stcn": {"stcn"}}[method]
     for name, wa in na.items():
         wb = nb[name]
         diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)

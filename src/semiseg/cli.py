@@ -115,6 +115,8 @@ def _train_config(a):
         mopts["partner_options"] = _json_option(a.partner_options, "--partner-options")
     if a.cps_unlabeled_only:
         mopts["on_labeled"] = False
+    if a.method_options:
+        mopts.update(_json_option(a.method_options, "--method-options"))
     aug = {"enabled": not a.no_augment}
     if a.elastic is not None:
         aug["p_elastic"] = a.elastic
@@ -142,7 +144,10 @@ def _add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None
         p.add_argument("-o", "--out", required=True, metavar="RUN", help="run folder (created)")
     p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
     p.add_argument("--method", default="supervised", choices=METHODS,
-                   help="supervised (default) or cps (cross pseudo supervision of two networks)")
+                   help="supervised (default), cps (cross pseudo supervision of two networks) or stcn "
+                        "(the mask-propagation network, with --config 2d)")
+    p.add_argument("--method-options", metavar="JSON",
+                   help="the method's own options, e.g. '{\"crop\": 96}' for stcn (see its docs)")
     p.add_argument("--network", default="dynunet",
                    help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net)")
     p.add_argument("--base-features", type=int, help="network width (first-stage features)")
@@ -269,6 +274,23 @@ def cmd_pseudolabel(a) -> int:
     return 0
 
 
+def cmd_propagate(a) -> int:
+    from .propagate import propagate_file
+
+    run, _, ck = a.run.partition("@")
+    slices = None
+    if a.slices:
+        try:
+            slices = [int(v) for v in a.slices.split(",") if v.strip()]
+        except ValueError:
+            raise SemisegError(f"--slices {a.slices!r}: give slice indices separated by commas, e.g. 12,30,48") from None
+    r = propagate_file(run, a.image, a.labels, a.out, slices, a.axis, ck or "best", a.recent, a.device)
+    print(f"propagated classes {r['classes']} from slices {r['slices']} (axis {r['axis']}) in {r['seconds']:.1f} s"
+          + (f"; ignored slices outside the image's extent: {r['ignored_slices']}" if r["ignored_slices"] else "")
+          + f" -> {r['out']}")
+    return 0
+
+
 def cmd_demo(a) -> int:
     from .synthetic import run_demo
 
@@ -289,7 +311,7 @@ def _add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str)
 
 
 # listed here so that `semiseg --help` does not import torch; tests/test_cli.py checks them against the registries
-METHODS = ["supervised", "cps"]
+METHODS = ["supervised", "cps", "stcn"]
 NETWORKS = ["dynunet", "unet", "unetr", "swinunetr", "vnet"]
 
 
@@ -386,6 +408,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-parts", type=int, help="split the scans into this many shards (default: torchrun's WORLD_SIZE or 1)")
     p.add_argument("--part-id", type=int, help="this process's shard (default: torchrun's RANK or 0)")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have a pseudo-label")
+
+    p = add("propagate", "Fill a volume from a few annotated slices with a mask-propagation run "
+            "(seeds 000/001): every class of the annotated slices is carried through the volume, both ways.",
+            cmd_propagate, "unused (torch uses every core)")
+    p.add_argument("run", metavar="RUN", help="a `semiseg train --method stcn --config 2d` run (RUN@CHECKPOINT allowed)")
+    p.add_argument("-i", "--image", required=True, nargs="+", metavar="FILE",
+                   help="the image: one file per channel (CASE_0000.ext ...)")
+    p.add_argument("--labels", required=True, metavar="FILE",
+                   help="a label map in the image's geometry in which some slices are annotated (any classes); "
+                        "add or correct slices and run again to re-propagate")
+    p.add_argument("--slices", metavar="K,K,...", help="the annotated slice indices (default: every slice holding "
+                   "a label; list a slice to say it is annotated as empty)")
+    p.add_argument("--axis", type=int, choices=[0, 1, 2], help="slice axis of the arrays (z=0, y=1, x=2; default: "
+                   "the run's, the plan's lowest-resolution axis)")
+    p.add_argument("-o", "--out", required=True, metavar="FILE", help="the propagated label map (written atomically)")
+    p.add_argument("--recent", type=int, default=3, help="predicted slices kept in memory beside the annotated ones "
+                   "(default 3)")
+    p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")

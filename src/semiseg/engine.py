@@ -314,8 +314,12 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     if ubatch and not unlabeled and cfg.unlabeled_batch is None:
         notes.append(f"{cfg.method}: no unlabeled cases in this split, so no unlabeled patches")
         ubatch = 0
-    ds = PatchBatches(work, labeled + pseudo, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug,
-                      cfg.fg_oversample, unlabeled, ubatch, rank, world, label_dirs=label_dirs)
+    if hasattr(method, "batches"):  # a method with its own samples (the propagation network's triplets)
+        ds = method.batches(work, labeled + pseudo, net_cfg, plans, rank, world, label_dirs)
+        batch, ubatch = ds.B, 0
+    else:
+        ds = PatchBatches(work, labeled + pseudo, net_cfg, plans["target_spacing"], batch, cfg.seed, cfg.aug,
+                          cfg.fg_oversample, unlabeled, ubatch, rank, world, label_dirs=label_dirs)
     if rank == 0 and not resume:  # only once networks and data are known good: no half-made run folders
         ck_dir.mkdir(parents=True, exist_ok=True)
         write_json(cfg.to_dict(), run / "config.json")
@@ -364,10 +368,11 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         rl.reload(it)
         rl.log(f"resumed at iteration {it} ({elapsed:.0f} s of the budget used)")
     else:
-        rl.log(f"train {cfg.method} / {cfg.network} ({cfg.configuration}): {len(labeled)} labeled"
+        nets_used = "/".join(dict.fromkeys(spec["network"] for spec in method.networks().values()))
+        rl.log(f"train {cfg.method} / {nets_used} ({cfg.configuration}): {len(labeled)} labeled"
                + (f" + {len(pseudo)} pseudo-labeled ({cfg.select} by {cfg.select_score} of "
                   f"{len(pseudo_scores)} scored)" if cfg.pseudo_labels else "") + ", "
-               f"{len(unlabeled)} unlabeled, {len(val)} validation cases; patch {net_cfg['patch_size']} "
+               f"{len(unlabeled)} unlabeled, {len(val)} validation cases; patch {getattr(ds, 'patch', net_cfg['patch_size'])} "
                f"batch {batch}{f' + {ubatch} unlabeled' if ubatch else ''}; {world} process(es) on {device}; "
                f"{workers} loader worker(s); budget "
                + (f"{cfg.minutes:g} min" if cfg.minutes else "") + (f" {cfg.iterations} it" if cfg.iterations else ""))
@@ -398,8 +403,10 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
 
     def run_validation():
         if rank == 0 and val:
-            d, per = validate([nets[k] for k in method.predict_with()], work, val, net_cfg, n_cls, cfg.val_step, device)
-            return d, per
+            use = [nets[k] for k in method.predict_with()]
+            if hasattr(method, "validate"):  # a method that scores itself (propagation from a few slices)
+                return method.validate(use, work, val, net_cfg, n_cls, device)
+            return validate(use, work, val, net_cfg, n_cls, cfg.val_step, device)
         return None, None
 
     def backward(part):  # the loop checks the (summed) loss is finite before any optimizer step

@@ -14,6 +14,11 @@ A method has
 - ``unlabeled_batch(labeled_batch) -> int``: how many unlabeled patches it wants per global batch
   (0 for supervised; ``--unlabeled-batch`` overrides).
 
+Two optional hooks let a method that is not patch segmentation use the same engine (the
+propagation network, ``stcn``): ``batches(work, labeled, net_cfg, plans, rank, world, label_dirs)``
+returns its own iteration-indexed dataset of batches (with its global batch size ``B``), and
+``validate(nets, work, val_ids, net_cfg, n_classes, device) -> (mean Dice, per class)`` scores it.
+
 Method options live in ``TrainConfig.method_options`` (``RUN/config.json``); a method rejects
 options it does not know.
 
@@ -41,4 +46,4 @@ def create_method(name: str, config):
     return _METHODS.get(name)(config)
 
 
-from . import cps, supervised  # noqa: E402,F401  (register the methods)
+from . import cps, stcn, supervised  # noqa: E402,F401  (register the methods)

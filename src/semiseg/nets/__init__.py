@@ -136,3 +136,6 @@ def unet(cfg: dict, in_channels: int, out_channels: int, base_features: int | No
     ch = stage_features(depth, base, 320)
     _require_divisible("unet", patch, 2 ** (depth - 1))
     return UNet(len(patch), in_channels, out_channels, ch, [2] * (depth - 1), num_res_units=2, norm="instance")
+
+
+from . import stcn  # noqa: E402,F401  (registers the propagation network)
