@@ -190,3 +190,80 @@ def test_propagate_cli_writes_the_image_geometry(tiny_work, stcn_run, tmp_path):
     assert main(["propagate", str(stcn_run), "-i", str(img), "--labels", str(tmp_path / "sparse.nii.gz"),
                  "-o", str(out2), "--slices", "99", "-q"]) == 2
     assert not out2.exists()
+
+
+def test_choose_references_rules():
+    m = {0: np.zeros((4, 4), int), 3: np.zeros((4, 4), int), 6: np.zeros((4, 4), int), 9: np.zeros((4, 4), int)}
+    m[3][:2, :2] = 1           # class 1: 4 px
+    m[6][:3, :3] = 1           # class 1: 9 px (its largest)
+    m[6][3, :] = 2             # class 2: 4 px
+    m[9][:, :] = 2             # class 2: 16 px (its largest)
+    from semiseg.propagate import choose_references
+
+    assert choose_references(m, "largest", 2) == [6, 9]
+    assert choose_references(m, "largest", 10) == [3, 6, 9]  # never an empty slice
+    assert choose_references(m, "per_class") == [6, 9]
+    with pytest.raises(SemisegError, match="largest or per_class"):
+        choose_references(m, "nope")
+
+
+def test_automatic_propagation_cli(tiny_work, stcn_run, tmp_path):
+    from semiseg.cli import main
+    from semiseg.config import TrainConfig
+    from semiseg.engine import train
+    from semiseg.io import read_image
+
+    ref = tmp_path / "ref2d"
+    train(tiny_work, ref, TrainConfig(configuration="2d", iterations=3, val_every=0, workers=0, slice_position=True,
+                                      network_options={"base_features": 4}), progress=False)
+    ds = Path(json.loads((tiny_work / "plans.json").read_text())["dataset_path"])
+    img = ds / "imagesTr" / "CASE_005_0000.nii.gz"
+    out = tmp_path / "auto.nii.gz"
+    assert main(["propagate", str(stcn_run), "-i", str(img), "--reference", str(ref), "--k", "4", "-o", str(out),
+                 "-q"]) == 0
+    lab, g = read_image(out)
+    g0 = read_image(img)[1]
+    assert lab.shape == read_image(img)[0].shape and not g0.mismatch(g)
+    # a 3D run cannot be a Reference module; a 3D run is not a propagation run either
+    r3 = tmp_path / "r3d"
+    train(tiny_work, r3, TrainConfig(iterations=1, val_every=0, workers=0, network_options={"base_features": 4}),
+          progress=False)
+    assert main(["propagate", str(stcn_run), "-i", str(img), "--reference", str(r3), "-o", str(out), "-q"]) == 2
+    assert main(["propagate", str(r3), "-i", str(img), "--reference", str(ref), "-o", str(out), "-q"]) == 2
+
+
+def test_slice_networks_and_positional_encoding(tiny_work):
+    from semiseg.config import TrainConfig
+    from semiseg.infer import sliding_window_probs
+    from semiseg.nets import create_network
+    from semiseg.planning import load_plans
+    from semiseg.preprocessing import load_case
+    from semiseg.sampling import PatchBatches
+
+    torch.manual_seed(0)
+    for name in ("deeplabv3plus", "transunet"):
+        net = create_network(name, {"patch_size": [32, 48], "slice_position": True}, 2, 3,
+                             **({"hidden_size": 32, "mlp_dim": 64, "num_heads": 4} if name == "transunet" else {}))
+        x = torch.randn(2, 1, 32, 48)
+        a = net(torch.cat([x, torch.zeros(2, 1, 32, 48)], 1))
+        b = net(torch.cat([x, torch.ones(2, 1, 32, 48)], 1))
+        assert a.shape == (2, 3, 32, 48) and not torch.allclose(a, b)  # the position reaches the head
+        assert net(torch.randn(1, 2, 48, 64)).shape == (1, 3, 48, 64)  # other sizes at inference
+    with pytest.raises(SemisegError, match="2D"):
+        create_network("transunet", {"patch_size": [32, 32, 32]}, 1, 2)
+    plans = load_plans(tiny_work)
+    cfg = TrainConfig(configuration="2d", iterations=1, slice_position=True).resolved_configuration(plans)
+    ds = PatchBatches(tiny_work, ["CASE_000"], cfg, plans["target_spacing"], 2, 0, TrainConfig(iterations=1).aug)
+    data = load_case(tiny_work, "CASE_000")[0]
+    T = data.shape[1 + cfg["slice_axis"]]
+    img, _, _ = ds.sample(0, 0, True)
+    pe = img[-1]
+    assert img.shape[0] == plans["num_input_channels"] + 1 and torch.all(pe == pe.flatten()[0])
+    assert 0 <= float(pe.flatten()[0]) < 1 and float(pe.flatten()[0]) * T == pytest.approx(round(float(pe.flatten()[0]) * T))
+    with pytest.raises(SemisegError, match="2D"):
+        TrainConfig(iterations=1, slice_position=True).resolved_configuration(plans)
+    # predicting some slices only gives those slices' probabilities, as the whole volume does
+    net = create_network("dynunet", cfg, plans["num_input_channels"] + 1, plans["num_classes"]).eval()
+    full = sliding_window_probs([net], data, cfg)
+    some = sliding_window_probs([net], data, cfg, slices=[1, 3])
+    assert torch.allclose(some, full.movedim(1 + cfg["slice_axis"], 1)[:, [1, 3]], atol=1e-5)

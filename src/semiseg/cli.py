@@ -121,7 +121,7 @@ def _train_config(a):
     if a.elastic is not None:
         aug["p_elastic"] = a.elastic
     cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
-                      network_options=opts, patch_size=a.patch_size, batch_size=a.batch_size,
+                      network_options=opts, patch_size=a.patch_size, slice_position=a.slice_position, batch_size=a.batch_size,
                       unlabeled_batch=a.unlabeled_batch, labeled=labeled, pseudo_labels=getattr(a, "pseudo_labels", None),
                       select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
                       minutes=a.minutes,
@@ -149,11 +149,15 @@ def _add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None
     p.add_argument("--method-options", metavar="JSON",
                    help="the method's own options, e.g. '{\"crop\": 96}' for stcn (see its docs)")
     p.add_argument("--network", default="dynunet",
-                   help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net)")
+                   help="registered network: " + ", ".join(NETWORKS) + " (default dynunet, nnU-Net's U-Net; "
+                        "2d only: deeplabv3plus, transunet)")
     p.add_argument("--base-features", type=int, help="network width (first-stage features)")
     p.add_argument("--depth", type=int, help="network depth (stages)")
     p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}'")
     p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--slice-position", action="store_true",
+                   help="2d: give the networks each slice's position PE(k) = k / T (seed 000 eq. 1); deeplabv3plus "
+                        "and transunet embed it before their head, other networks take it as one more input channel")
     p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
     p.add_argument("--unlabeled-batch", type=int,
                    help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
@@ -284,9 +288,14 @@ def cmd_propagate(a) -> int:
             slices = [int(v) for v in a.slices.split(",") if v.strip()]
         except ValueError:
             raise SemisegError(f"--slices {a.slices!r}: give slice indices separated by commas, e.g. 12,30,48") from None
-    r = propagate_file(run, a.image, a.labels, a.out, slices, a.axis, ck or "best", a.recent, a.device)
-    print(f"propagated classes {r['classes']} from slices {r['slices']} (axis {r['axis']}) in {r['seconds']:.1f} s"
-          + (f"; ignored slices outside the image's extent: {r['ignored_slices']}" if r["ignored_slices"] else "")
+    if a.reference and (a.slices or a.axis is not None):
+        raise SemisegError("--slices and --axis are for --labels (interactive propagation)")
+    r = propagate_file(run, a.image, a.out, a.labels, slices, a.axis, ck or "best", a.recent, a.reference, a.k,
+                       a.ref_rule, a.ref_count, a.device)
+    src = (f"slices {r['slices']}" if a.labels else
+           f"the Reference module's slices {r['references']} (of {len(r['sampled'])} sampled)")
+    print(f"propagated classes {r['classes']} from {src} (axis {r['axis']}) in {r['seconds']:.1f} s"
+          + (f"; ignored slices outside the image's extent: {r['ignored_slices']}" if r.get("ignored_slices") else "")
           + f" -> {r['out']}")
     return 0
 
@@ -312,7 +321,7 @@ def _add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str)
 
 # listed here so that `semiseg --help` does not import torch; tests/test_cli.py checks them against the registries
 METHODS = ["supervised", "cps", "stcn"]
-NETWORKS = ["dynunet", "unet", "unetr", "swinunetr", "vnet"]
+NETWORKS = ["dynunet", "unet", "unetr", "swinunetr", "vnet", "deeplabv3plus", "transunet", "stcn"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -409,15 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--part-id", type=int, help="this process's shard (default: torchrun's RANK or 0)")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have a pseudo-label")
 
-    p = add("propagate", "Fill a volume from a few annotated slices with a mask-propagation run "
-            "(seeds 000/001): every class of the annotated slices is carried through the volume, both ways.",
+    p = add("propagate", "Fill a volume from a few labeled slices with a mask-propagation run (seeds 000/001): "
+            "slices a person annotated (--labels) or that a Reference module segmented (--reference); every "
+            "class is carried through the volume, both ways.",
             cmd_propagate, "unused (torch uses every core)")
     p.add_argument("run", metavar="RUN", help="a `semiseg train --method stcn --config 2d` run (RUN@CHECKPOINT allowed)")
     p.add_argument("-i", "--image", required=True, nargs="+", metavar="FILE",
                    help="the image: one file per channel (CASE_0000.ext ...)")
-    p.add_argument("--labels", required=True, metavar="FILE",
-                   help="a label map in the image's geometry in which some slices are annotated (any classes); "
-                        "add or correct slices and run again to re-propagate")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--labels", metavar="FILE",
+                   help="interactive: a label map in the image's geometry in which some slices are annotated (any "
+                        "classes); add or correct slices and run again to re-propagate")
+    g.add_argument("--reference", nargs="+", metavar="RUN",
+                   help="automatic: the Reference module, 2D run(s) on the same work folder (e.g. a 2D CPS pair; "
+                        "RUN@CHECKPOINT allowed) that segment --k sampled slices; the chosen ones are propagated")
+    p.add_argument("--k", type=int, default=9, help="automatic: slices sampled uniformly for the Reference module (default 9)")
+    p.add_argument("--ref-rule", choices=["largest", "per_class"], default="largest",
+                   help="automatic: which masks become references: the --ref-count with the largest organ area "
+                        "(default) or, per class, the slice where it is largest")
+    p.add_argument("--ref-count", type=int, default=3, help="automatic: references for --ref-rule largest (default 3)")
     p.add_argument("--slices", metavar="K,K,...", help="the annotated slice indices (default: every slice holding "
                    "a label; list a slice to say it is annotated as empty)")
     p.add_argument("--axis", type=int, choices=[0, 1, 2], help="slice axis of the arrays (z=0, y=1, x=2; default: "

@@ -20,6 +20,7 @@ class TrainConfig:
     network: str = "dynunet"           # registered network
     network_options: dict = field(default_factory=dict)  # e.g. {"base_features": 16, "depth": 4}
     patch_size: list | None = None     # override the plan's patch (z, y, x) or (y, x)
+    slice_position: bool = False       # 2D: add the slice positional encoding PE(k) = k / T (seed 000 eq. 1)
     batch_size: int | None = None      # global labeled batch (default: the plan's)
     unlabeled_batch: int | None = None  # unlabeled patches per global batch (default: the method's choice)
     labeled: list | None = None        # a subset of the plan's labeled cases (others become unlabeled)
@@ -90,6 +91,10 @@ class TrainConfig:
             raise SemisegError(f"configuration {self.configuration!r} is not in plans.json "
                                f"(it has {', '.join(plans['configurations'])})")
         cfg = dict(plans["configurations"][self.configuration])
+        if self.slice_position:
+            if len(cfg["patch_size"]) != 2:
+                raise SemisegError("--slice-position is for 2D configurations (--config 2d)")
+            cfg["slice_position"] = True
         if self.patch_size:
             if len(self.patch_size) != len(cfg["patch_size"]):
                 raise SemisegError(f"--patch-size needs {len(cfg['patch_size'])} values for {self.configuration}")
@@ -116,3 +121,9 @@ def _repatch(cfg: dict, patch: list, plans: dict) -> dict:
         raise SemisegError(f"--patch-size {patch}: each side must be divisible by its total pooling "
                            f"{topo['divisible_by']} for this spacing")
     return out
+
+
+def input_channels(plans: dict, cfg: dict) -> int:
+    """The networks' input channels: the plan's (after CT windowing) and, with the slice positional
+    encoding, its constant plane PE(k) = k / T as one more (the last)."""
+    return int(plans["num_input_channels"]) + int(bool(cfg.get("slice_position")))

@@ -303,7 +303,9 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     method = create_method(cfg.method, cfg)
     torch.manual_seed(cfg.seed)
     nets, optims = {}, {}
-    n_in, n_cls = plans["num_input_channels"], plans["num_classes"]
+    from .config import input_channels
+
+    n_in, n_cls = input_channels(plans, net_cfg), plans["num_classes"]
     for name, spec in method.networks().items():
         net = create_network(spec["network"], net_cfg, n_in, n_cls, **spec.get("options", {})).to(device)
         nets[name] = net

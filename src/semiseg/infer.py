@@ -51,17 +51,26 @@ def mirror_sets(axes) -> list[tuple]:
 @torch.no_grad()
 def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bool = False,
                          device: torch.device | None = None, sw_batch: int | None = None,
-                         patch_size=None) -> torch.Tensor:
+                         patch_size=None, slices: list[int] | None = None) -> torch.Tensor:
     """Mean softmax over ``nets`` (and mirrorings with ``tta``) for one case ``data`` (C, z, y, x).
-    Returns float32 (K, z, y, x) on the CPU."""
+    Returns float32 (K, z, y, x) on the CPU. A 2D configuration can predict only some ``slices``
+    (indices along its slice axis; returns (K, len(slices), *in-plane))."""
     from monai.inferers import sliding_window_inference
 
     device = device or default_device()
     patch = list(patch_size or cfg["patch_size"])
     x = torch.from_numpy(np.array(data, np.float32))[None]
     slice_axis = cfg.get("slice_axis") if len(patch) == 2 else None
+    if slices is not None and slice_axis is None:
+        raise SemisegError("predicting some slices only needs a 2D configuration")
     if slice_axis is not None:  # put the slice axis first; windows are one slice thick
         x = x.movedim(2 + slice_axis, 2)
+        if cfg.get("slice_position"):  # the PE(k) = k / T plane as the last channel
+            T = x.shape[2]
+            pe = (torch.arange(T, dtype=x.dtype) / T).view(1, 1, T, 1, 1).expand(1, 1, T, *x.shape[3:])
+            x = torch.cat([x, pe], 1)
+        if slices is not None:
+            x = x[:, :, list(slices)]
         roi = [1] + patch
         flip_axes = [3, 4]
         sw_batch = sw_batch or 16
@@ -90,7 +99,7 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
             acc = p if acc is None else acc + p
             n += 1
     probs = (acc / n)[0]
-    if slice_axis is not None:
+    if slice_axis is not None and slices is None:
         probs = probs.movedim(1, 1 + slice_axis)
     return probs.cpu()
 
@@ -151,7 +160,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
     """Load a run's networks from ``RUN/checkpoints/<checkpoint>.pt`` (``best``, ``final``,
     ``latest`` or a file path), with ``weights_only=True``. ``nets`` picks networks by name (a CPS run
     has two); default all that the method predicts with."""
-    from .config import TrainConfig
+    from .config import TrainConfig, input_channels
     from .engine import load_checkpoint
     from .methods import create_method
     from .nets import create_network
@@ -175,7 +184,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
         if name not in state["nets"]:
             raise SemisegError(f"{ck}: has no network {name!r} (it has {', '.join(state['nets'])})")
         spec = method.networks()[name]
-        net = create_network(spec["network"], cfg, plans["num_input_channels"], plans["num_classes"],
+        net = create_network(spec["network"], cfg, input_channels(plans, cfg), plans["num_classes"],
                              **spec.get("options", {}))
         net.load_state_dict(state["nets"][name])
         out.append(net.to(device).eval())

@@ -97,6 +97,7 @@ class PatchBatches(torch.utils.data.Dataset):
             raise SemisegError("an unlabeled batch share was asked for but the split has no unlabeled cases")
         self.patch = list(patch_size or cfg["patch_size"])
         self.slice_axis = cfg.get("slice_axis") if len(self.patch) == 2 else None
+        self.slice_position = bool(cfg.get("slice_position")) and self.slice_axis is not None
         self.spacing = list(spacing)
         inplane_sp = [s for a, s in enumerate(self.spacing) if a != self.slice_axis] if self.slice_axis is not None \
             else self.spacing
@@ -132,6 +133,9 @@ class PatchBatches(torch.utils.data.Dataset):
         params = draw(rng, self.aug, len(self.patch), self.inplane_only)
         img, lab = extract(data, seg if labeled else None, center, self.patch, params, self.spacing,
                            self.inplane_only, self.aug, self.slice_axis)
+        if self.slice_position:  # PE(k) = k / T of the patch's slice, a constant last channel
+            T = shape[self.slice_axis]
+            img = torch.cat([img, torch.full_like(img[:1], int(center[self.slice_axis]) / T)])
         return img, lab, cid
 
     def __getitem__(self, it: int) -> dict:

@@ -81,6 +81,8 @@ class STCNMethod:
 
         if "slice_axis" not in net_cfg:
             raise SemisegError("--method stcn trains on slices: use --config 2d")
+        if net_cfg.get("slice_position"):
+            raise SemisegError("--method stcn propagates along the slices; it takes no --slice-position")
         b = self.config.batch_size or self.opts.batch or (8 if torch.cuda.is_available() else 4)
         return TripletBatches(work, labeled, net_cfg["slice_axis"], b, self.config.seed, self.opts.crop,
                               self.opts.max_skip, rank, world, label_dirs)

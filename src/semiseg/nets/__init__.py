@@ -138,4 +138,4 @@ def unet(cfg: dict, in_channels: int, out_channels: int, base_features: int | No
     return UNet(len(patch), in_channels, out_channels, ch, [2] * (depth - 1), num_res_units=2, norm="instance")
 
 
-from . import stcn  # noqa: E402,F401  (registers the propagation network)
+from . import slice2d, stcn  # noqa: E402,F401  (register the 2D slice networks and the propagation network)

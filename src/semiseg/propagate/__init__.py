@@ -162,21 +162,49 @@ def propagate(net, volume: np.ndarray, annotations: dict[int, np.ndarray], recen
     return (lab, probs) if return_probs else lab
 
 
+def _grid(model, image: np.ndarray, geom, axis: int):
+    """The image preprocessed as the run's plan, except that the slice axis keeps its own spacing
+    (annotated slices stay slices): (volume (C, S, H, W) with the slices first, properties)."""
+    from ..preprocessing import preprocess_arrays
+
+    target = list(model.plans["target_spacing"])
+    target[axis] = float(geom.spacing_zyx[axis])
+    data, _, props = preprocess_arrays(image, geom, model.plans, None, target)
+    return np.moveaxis(data, 1 + axis, 1), props
+
+
+def _to_original(probs: dict, shape, props: dict, axis: int, n_classes: int) -> np.ndarray:
+    """Per-class probabilities on the slice-first grid -> the label map in the original geometry."""
+    from ..infer import probs_to_original
+
+    K = int(max([n_classes - 1] + list(probs))) + 1
+    grid = torch.zeros((K,) + tuple(shape))
+    for c, p in probs.items():
+        grid[c] = torch.from_numpy(p)
+    grid[0] = torch.from_numpy(np.prod([1 - p for p in probs.values()], axis=0)) if probs else 1.0
+    grid = torch.movedim(grid, 1, 1 + axis)  # slices back to their axis
+    return probs_to_original(grid, props).argmax(0).numpy().astype(np.int32)
+
+
+def _axis(model, axis):
+    axis = int(model.cfg.get("slice_axis", 0) if axis is None else axis)
+    if not 0 <= axis <= 2:
+        raise SemisegError(f"slice axis must be 0, 1 or 2 (z, y, x), not {axis}")
+    return axis
+
+
 def propagate_case(model, image: np.ndarray, geom, sparse: np.ndarray, slices: list[int] | None = None,
                    axis: int | None = None, recent: int = 3, device=None) -> tuple[np.ndarray, dict]:
-    """Propagate a sparse label map of an image in its own geometry with an STCN run.
+    """Propagate a sparse label map of an image in its own geometry with an STCN run (interactive).
 
     ``model``: ``semiseg.infer.load_run`` of a ``--method stcn`` run; ``image`` (C, z, y, x) and
     ``geom`` as ``semiseg.io.read_image`` gives; ``sparse`` (z, y, x) with labels on some slices
     along ``axis`` (default: the run's slice axis, the plan's lowest-resolution axis); ``slices``:
     the annotated slice indices (default: every slice holding a label; a listed slice without any
     label says "nothing here"). Returns the full label map (z, y, x) and an info dict."""
-    from ..preprocessing import label_to_grid, preprocess_arrays
+    from ..preprocessing import label_to_grid
 
-    plans = model.plans
-    axis = int(model.cfg.get("slice_axis", 0) if axis is None else axis)
-    if not 0 <= axis <= 2:
-        raise SemisegError(f"slice axis must be 0, 1 or 2 (z, y, x), not {axis}")
+    axis = _axis(model, axis)
     sparse = np.asarray(sparse)
     if sparse.shape != image.shape[1:]:
         raise SemisegError(f"the label map is {sparse.shape}, the image {image.shape[1:]}")
@@ -190,33 +218,82 @@ def propagate_case(model, image: np.ndarray, geom, sparse: np.ndarray, slices: l
         raise SemisegError(f"annotated slice(s) {bad} outside 0..{sparse.shape[axis] - 1} along axis {axis}")
     if not slices:
         raise SemisegError("no annotated slice: the label map is empty and no --slices were given")
-    target = list(plans["target_spacing"])
-    target[axis] = float(geom.spacing_zyx[axis])  # slices stay slices
-    data, _, props = preprocess_arrays(image, geom, plans, None, target)
+    vol, props = _grid(model, image, geom, axis)
     lo, hi = props["bbox"][axis]
     kept = [s for s in slices if lo <= s < hi]
     if not kept:
         raise SemisegError(f"every annotated slice lies outside the image's non-zero extent ({lo}..{hi - 1})")
-    seg = label_to_grid(sparse.astype(np.int16), props, plans)
-    vol = np.moveaxis(data, 1 + axis, 1)
-    segs = np.moveaxis(seg, axis, 0)
+    segs = np.moveaxis(label_to_grid(sparse.astype(np.int16), props, model.plans), axis, 0)
     ann = {s - lo: np.asarray(segs[s - lo]) for s in kept}
     _lab, probs = propagate(model.nets[0], vol, ann, recent=recent, device=device, return_probs=True)
-    K = int(max([plans.get("num_classes", 1) - 1] + list(probs))) + 1
-    grid = torch.zeros((K,) + tuple(vol.shape[1:]))
-    for c, p in probs.items():
-        grid[c] = torch.from_numpy(p)
-    grid[0] = torch.from_numpy(np.prod([1 - p for p in probs.values()], axis=0)) if probs else 1.0
-    grid = torch.movedim(grid, 1, 1 + axis)  # slices back to their axis
-    from ..infer import probs_to_original
-
-    full = probs_to_original(grid, props).argmax(0).numpy().astype(np.int32)
+    full = _to_original(probs, vol.shape[1:], props, axis, model.plans.get("num_classes", 1))
     for s in slices:  # the annotated slices exactly as given
         idx = [slice(None)] * 3
         idx[axis] = s
         full[tuple(idx)] = sparse[tuple(idx)]
     return full, {"slices": slices, "ignored_slices": sorted(set(slices) - set(kept)), "axis": axis,
                   "classes": sorted(probs)}
+
+
+def choose_references(masks: dict[int, np.ndarray], rule: str = "largest", count: int = 3) -> list[int]:
+    """Seed 000's choice among the Reference module's masks of the sampled slices: ``largest``, the
+    ``count`` slices whose organs cover the largest area; ``per_class``, for each class the slice
+    where it is largest. Slices without foreground are never chosen."""
+    area = {k: int((m > 0).sum()) for k, m in masks.items()}
+    if rule == "largest":
+        ranked = sorted((k for k in masks if area[k]), key=lambda k: (-area[k], k))
+        return sorted(ranked[:max(1, count)])
+    if rule == "per_class":
+        out = set()
+        classes = {int(c) for m in masks.values() for c in np.unique(m) if c > 0}
+        for c in classes:
+            out.add(max(masks, key=lambda k: (int((masks[k] == c).sum()), -k)))
+        return sorted(out)
+    raise SemisegError(f"reference rule must be largest or per_class, not {rule!r}")
+
+
+def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, k: int = 9, rule: str = "largest",
+                   count: int = 3, recent: int = 3, device=None) -> tuple[np.ndarray, dict]:
+    """Seed 000's automatic pipeline for one image in its own geometry: ``k`` slices uniformly
+    sampled over the volume are segmented by the Reference module (``reference_models``: 2D runs
+    on the same plan and slice axis, e.g. a 2D CPS pair; their softmax is averaged), the masks
+    chosen by ``rule`` become the references, and the STCN run propagates them through the rest."""
+    from ..infer import model_step, sliding_window_probs
+    from ..preprocessing import plan_hash
+
+    axis = _axis(stcn_model, None)
+    if not reference_models:
+        raise SemisegError("automatic propagation needs a Reference module run (--reference RUN)")
+    for m in reference_models:
+        if m.cfg.get("slice_axis") != axis or len(m.cfg["patch_size"]) != 2:
+            raise SemisegError(f"{m.run}: the Reference module must be a 2D run on the slice axis {axis} "
+                               "(semiseg train --config 2d)")
+        if plan_hash(m.plans) != plan_hash(stcn_model.plans):
+            raise SemisegError(f"{m.run}: the Reference module and {stcn_model.run} were planned differently "
+                               "(target spacing, normalisation): train both on one work folder")
+    if k < 1:
+        raise SemisegError(f"k (sampled slices) must be >= 1, not {k}")
+    vol, props = _grid(stcn_model, image, geom, axis)
+    S = vol.shape[1]
+    sampled = sorted({int(round((S - 1) * (i + 0.5) / k)) for i in range(k)})
+    acc, n = None, 0
+    data = np.moveaxis(vol, 1, 1 + axis)  # back to the plan's axis order for the sliding window
+    for m in reference_models:
+        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, None), device=device,
+                                 slices=sampled) * len(m.nets)
+        acc = p if acc is None else acc + p
+        n += len(m.nets)
+    lab = (acc / n).argmax(0).numpy()  # (K, len(sampled), H, W) -> (len(sampled), H, W)
+    masks = {s: lab[i] for i, s in enumerate(sampled)}
+    refs = choose_references(masks, rule, count)
+    info = {"sampled": sampled, "references": refs, "axis": axis}
+    if not refs:  # the Reference module found nothing: an empty label map
+        full = np.zeros(image.shape[1:], np.int32)
+        return full, dict(info, classes=[])
+    _lab, probs = propagate(stcn_model.nets[0], vol, {r: masks[r] for r in refs}, recent=recent, device=device,
+                            return_probs=True)
+    full = _to_original(probs, vol.shape[1:], props, axis, stcn_model.plans.get("num_classes", 1))
+    return full, dict(info, classes=sorted(probs))
 
 
 def read_sparse_label(path, geom) -> np.ndarray:
@@ -233,11 +310,13 @@ def read_sparse_label(path, geom) -> np.ndarray:
     return lab.astype(np.int32)  # any classes: the network is class-agnostic
 
 
-def propagate_file(run, images: list, labels, out, slices: list[int] | None = None, axis: int | None = None,
-                   checkpoint: str = "best", recent: int = 3, device=None) -> dict:
-    """``semiseg propagate`` (interactive): the image's channel files and a label file in which
-    some slices are annotated -> ``out``, the whole volume labeled, in the image's geometry
-    (written atomically). Re-running with more (or corrected) slices re-propagates from them."""
+def propagate_file(run, images: list, out, labels=None, slices: list[int] | None = None, axis: int | None = None,
+                   checkpoint: str = "best", recent: int = 3, references: list | None = None, k: int = 9,
+                   rule: str = "largest", count: int = 3, device=None) -> dict:
+    """``semiseg propagate``: the image's channel files -> ``out``, the whole volume labeled, in the
+    image's geometry (written atomically). Interactive with ``labels`` (a label file in which some
+    slices are annotated; re-running with more or corrected slices re-propagates from them);
+    automatic with ``references`` (Reference module runs, ``RUN`` or ``RUN@CHECKPOINT``)."""
     import time
     from pathlib import Path
 
@@ -245,8 +324,11 @@ def propagate_file(run, images: list, labels, out, slices: list[int] | None = No
     from ..infer import default_device, load_run
     from ..io import write_image
 
+    if (labels is None) == (not references):
+        raise SemisegError("give either --labels (interactive) or --reference RUN (automatic)")
     out = Path(out)
-    if out.resolve() == Path(labels).resolve() or any(out.resolve() == Path(i).resolve() for i in images):
+    ins = [Path(i) for i in images] + ([Path(labels)] if labels is not None else [])
+    if any(out.resolve() == i.resolve() for i in ins):
         raise SemisegError(f"{out}: the output would overwrite an input; choose another -o")
     device = device or default_device()
     model = load_run(run, checkpoint, device=device)
@@ -256,9 +338,16 @@ def propagate_file(run, images: list, labels, out, slices: list[int] | None = No
         raise SemisegError(f"{run}: the model takes {len(model.plans['channels'])} channel file(s), "
                            f"{len(images)} given")
     image, geom = read_case_image(Case("input", [Path(i) for i in images]))
-    sparse = read_sparse_label(labels, geom)
     t0 = time.time()
-    full, info = propagate_case(model, image, geom, sparse, slices, axis, recent, device)
+    if labels is not None:
+        sparse = read_sparse_label(labels, geom)
+        full, info = propagate_case(model, image, geom, sparse, slices, axis, recent, device)
+    else:
+        refs = []
+        for r in references:
+            path, _, ck = str(r).partition("@")
+            refs.append(load_run(path, ck or "best", device=device))
+        full, info = propagate_auto(model, refs, image, geom, k, rule, count, recent, device)
     info["seconds"] = round(time.time() - t0, 3)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_image(full.astype(np.uint8 if full.max() < 256 else np.int16), geom, out)
