@@ -133,3 +133,22 @@ def test_student_plan(tmp_path):
     assert model_step(Model(tmp_path, t, {}, []), None) == 0.5 and model_step(Model(tmp_path, s, {}, []), 0.6) == 0.6
     with pytest.raises(SemisegError, match="spacing-factor"):
         plan(ds, tmp_path / "g", progress=False, workers=1, spacing_factor=-1)
+
+
+def test_ct_windows_map_hounsfield_units_to_three_channels(tmp_path):
+    """A CT-like volume in HU (air, fat, soft tissue, bone) through the abdomen/chest/bone windows."""
+    from semiseg.preprocessing import normalize
+
+    root = make_dataset(tmp_path / "CT", channel_name="CT")
+    p = plan(root, tmp_path / "w", ct_windows="abdomen,chest,bone", progress=False, workers=1)
+    hu = np.array([-1000.0, -100.0, 40.0, 1000.0, 3000.0], np.float32).reshape(1, 1, 1, 5)
+    out = normalize(hu, p["normalization"], None)
+    assert out.shape == (3, 1, 1, 5)
+    lo = {"abdomen": 40 - 200, "chest": -600 - 750, "bone": 400 - 900}
+    width = {"abdomen": 400, "chest": 1500, "bone": 1800}
+    for i, name in enumerate(["abdomen", "chest", "bone"]):
+        want = np.clip((hu[0, 0, 0] - lo[name]) / width[name], 0, 1)
+        assert np.allclose(out[i, 0, 0], want, atol=1e-6), name
+    assert out[0, 0, 0, 2] == pytest.approx(0.5)       # soft tissue at the abdomen window's level
+    assert out[1, 0, 0, 0] == pytest.approx(350 / 1500)  # air inside the lung window
+    assert out[0, 0, 0, 4] == 1.0 and out[0, 0, 0, 0] == 0.0  # clipped

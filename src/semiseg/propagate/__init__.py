@@ -12,8 +12,14 @@
   ``semiseg train --method stcn``: it preprocesses the image as the run's plan (keeping the slice
   axis' own spacing so annotated slices stay slices), propagates, and maps back; the annotated
   slices come out exactly as given.
+- :func:`propagate_auto` is seed 000's automatic pipeline: a Reference module (2D runs, e.g. a
+  TransUNet + DeepLabV3+ CPS pair with the slice positional encoding) segments ``k`` uniformly
+  sampled slices, :func:`choose_references` keeps the masks with the largest organ areas, and the
+  STCN propagates them.
+- :func:`propagate_file` is ``semiseg propagate`` (either mode) on image files.
 - :mod:`semiseg.propagate.baselines`: copying the nearest annotated slice and shape-based
   (signed-distance) interpolation, the tools annotators use today.
+- :mod:`semiseg.propagate.triplets`: the STCN's training samples (``semiseg train --method stcn``).
 """
 from __future__ import annotations
 
