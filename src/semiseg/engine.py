@@ -467,7 +467,6 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                             for k, v in window.items()})
                 window, wt0, wit0 = {}, time.time(), it
                 if do_val:
-                    last_val_t = elapsed
                     d, per = run_validation()
                     if d is not None:
                         row["val_dice"] = d
@@ -489,6 +488,8 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                         dist.broadcast(t, 0)
                         best = {"val_dice": float(t[0]), "iteration": int(t[1])}
                     elapsed = time.time() - t_start
+                    last_val_t = elapsed  # the next one a tenth of the budget after this one ended, so a
+                    # validation slower than that interval cannot take over the whole budget
                 rl.row(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best['val_dice']:.3f}")
                 if do_val or time.time() - last_ck > cfg.checkpoint_minutes * 60:

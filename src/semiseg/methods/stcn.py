@@ -10,9 +10,9 @@ middle of the budget. Selected pseudo-labels (``--pseudo-labels``) train as labe
 
 Validation is the interactive benchmark in small: on each validation case every class is
 propagated from ``val_slices`` ground-truth slices spread over the foreground's extent and the
-Dice of the rest is scored. Options (``--method-options``): crop, max_skip, top_p, warm,
-lovasz_weight, val_slices, recent, batch (triplets per global batch, default 4 on the CPU, 8 on
-a GPU as the seed).
+Dice of the rest is scored, on the first ``val_cases`` (10) validation cases. Options
+(``--method-options``): crop, max_skip, top_p, warm, lovasz_weight, val_slices, val_cases, recent,
+batch (triplets per global batch, default 4 on the CPU, 8 on a GPU as the seed).
 """
 from __future__ import annotations
 
@@ -36,12 +36,15 @@ class STCNOptions:
     val_slices: int = 3
     recent: int = 3
     batch: int | None = None
+    val_cases: int = 10
 
     def __post_init__(self):
         if not 0 < self.top_p <= 1:
             raise SemisegError(f"stcn top_p must be in (0, 1], not {self.top_p}")
         if not 0 <= self.warm < 0.5:
             raise SemisegError(f"stcn warm is a share of the budget in [0, 0.5), not {self.warm}")
+        if self.val_cases < 1:
+            raise SemisegError(f"stcn val_cases must be >= 1, not {self.val_cases}")
         if self.val_slices < 1:
             raise SemisegError(f"stcn val_slices must be >= 1, not {self.val_slices}")
 
@@ -110,7 +113,7 @@ class STCNMethod:
 
         net, ax, per = nets[0], net_cfg["slice_axis"], []
         net.eval()
-        for cid in val_ids:
+        for cid in val_ids[:self.opts.val_cases]:
             data, seg, _ = load_case(work, cid)
             seg = np.moveaxis(np.asarray(seg), ax, 0)
             ks = uniform_slices(seg, self.opts.val_slices, 0)
