@@ -67,16 +67,18 @@ def main():
         return run
 
     def row(n, label, run, ev, summ, extra=""):
+        rows.clear()  # each row is written as soon as it is measured
         rows.append({"benchmark": "slice_ablation", "dataset": a.dataset, "labeled": summ["labeled"],
                      "unlabeled": summ.get("unlabeled", ""), "method": f"row {n}: {label}",
                      "networks": "transunet" + ("+deeplabv3plus" if n >= 3 else ""), "budget_min": a.minutes,
-                     "iterations": summ["iterations"], "seed": a.seed, "split": "val", "dsc": round(ev["dsc"], 4),
-                     "nsd": round(ev["nsd"], 4), "hd95": round(ev["hd95"], 2),
+                     "iterations": summ["iterations"], "seed": a.seed, "split": "val", "dsc": round(ev["mean_over_regions"]["dsc"], 4),
+                     "nsd": round(ev["mean_over_regions"]["nsd"], 4), "hd95": round(ev["mean_over_regions"]["hd95"], 2),
                      "train_peak_rss_mb": summ.get("peak_rss_mb", ""),
                      "predict_s_per_case": round(ev["predict_s_per_case"], 3),
                      "predict_peak_rss_mb": round(ev["predict_peak_rss_mb"]),
                      "notes": f"subset {a.subset}; {ev['per_class_text']}; run {run.name}{extra}"})
-        print(f"row {n} {label}: DSC {ev['dsc']:.4f} ({ev['per_class_text']})", flush=True)
+        print(f"row {n} {label}: DSC {ev['mean_over_regions']['dsc']:.4f} ({ev['per_class_text']})", flush=True)
+        append_rows(rows)
 
     done = {}
     for n, (label, args) in specs.items():
@@ -128,7 +130,6 @@ def main():
                 extra + f"; references: {a.k} sampled slices, rule {a.ref_rule} ({a.ref_count}), propagated by "
                 f"{stcn.name if hasattr(stcn, 'name') else stcn} ({ss['iterations']} it, "
                 f"{ss['elapsed_s'] / 60:.0f} min, trained apart)")
-    append_rows(rows)
 
 
 if __name__ == "__main__":

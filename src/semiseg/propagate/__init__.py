@@ -281,7 +281,7 @@ def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, 
         raise SemisegError(f"k (sampled slices) must be >= 1, not {k}")
     vol, props = _grid(stcn_model, image, geom, axis)
     S = vol.shape[1]
-    sampled = sorted({int(round((S - 1) * (i + 0.5) / k)) for i in range(k)})
+    sampled = sorted({int((i + 0.5) * S / k) for i in range(k)})  # centres of k equal parts
     acc, n = None, 0
     data = np.moveaxis(vol, 1, 1 + axis)  # back to the plan's axis order for the sliding window
     for m in reference_models:
