@@ -116,6 +116,11 @@ def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: i
         data, seg, _props = load_case(work, cid)
         probs = sliding_window_probs(nets, data, cfg, step=step, device=device)
         per.append(dice_per_class(probs.argmax(0).numpy(), np.asarray(seg), n_classes))
+    return mean_dice(per)
+
+
+def mean_dice(per: list[list[float]]) -> tuple[float, list[float]]:
+    """Per-case Dice per class -> (mean over classes of the per-class means, per-class means)."""
     per_class = [float(np.nanmean(c)) if not np.all(np.isnan(c)) else float("nan") for c in np.array(per).T]
     return float(np.nanmean(per_class)), per_class
 

@@ -126,5 +126,6 @@ class STCNMethod:
             per.append(dice_per_class(lab[rest], seg[rest], n_classes))
         if not per:
             return float("nan"), [float("nan")] * (n_classes - 1)
-        per_class = [float(np.nanmean(c)) if not np.all(np.isnan(c)) else float("nan") for c in np.array(per).T]
-        return float(np.nanmean(per_class)), per_class
+        from ..engine import mean_dice
+
+        return mean_dice(per)
