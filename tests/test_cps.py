@@ -147,3 +147,14 @@ def test_cps_without_unlabeled_cases_says_so(tiny_work, tmp_path):
     run = tmp_path / "cps_all"
     train(tiny_work, run, train_config(method="cps", iterations=2), progress=False)
     assert "no unlabeled cases" in (run / "log.txt").read_text()
+
+
+def test_class_argmax_is_argmax_with_first_class_on_ties():
+    from semiseg.utils import class_argmax
+
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randint(0, 3, (2, 4, 5, 6, 7), generator=g).to(dtype)  # many ties
+        for dim in (0, 1):
+            assert torch.equal(class_argmax(x, dim), x.argmax(dim))
+    assert class_argmax(torch.zeros(3, 2, 2), 0).eq(0).all()  # all tied: the first class

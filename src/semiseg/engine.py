@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .utils import SemisegError, atomic_path, read_json, write_json
+from .utils import SemisegError, atomic_path, class_argmax, read_json, write_json
 
 
 # --------------------------------------------------------------------------- distributed
@@ -115,7 +115,7 @@ def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: i
     for cid in val_ids:
         data, seg, _props = load_case(work, cid)
         probs = sliding_window_probs(nets, data, cfg, step=step, device=device)
-        per.append(dice_per_class(probs.argmax(0).numpy(), np.asarray(seg), n_classes))
+        per.append(dice_per_class(class_argmax(probs, 0).numpy(), np.asarray(seg), n_classes))
     return mean_dice(per)
 
 

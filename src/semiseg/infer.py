@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .dataset import CHANNEL_RE, Case, read_case_image
 from .io import SUPPORTED_ENDINGS, Geometry, file_ending, write_image
-from .utils import SemisegError, atomic_path, read_json
+from .utils import SemisegError, atomic_path, class_argmax, read_json
 
 
 def default_device() -> torch.device:
@@ -320,7 +320,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
             t = time.time()
             image, geom = read_case_image(Case(cid, files))
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev)
-            seg = probs.argmax(0).numpy().astype(np.uint8 if p0["num_classes"] < 256 else np.int16)
+            seg = class_argmax(probs, 0).numpy().astype(np.uint8 if p0["num_classes"] < 256 else np.int16)
             if largest_component:
                 seg = keep_largest_component(seg, classes)
             if save_probabilities:

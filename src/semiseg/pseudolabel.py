@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import SemisegError, atomic_path, write_json
+from .utils import SemisegError, atomic_path, class_argmax, write_json
 
 
 def consensus_scores(members: list[np.ndarray], avg: np.ndarray, n_classes: int, slice_axis: int = 0,
@@ -143,10 +143,10 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         acc, labels, member_names = None, [], []
         for name, p in _members(models, image, geom, step, tta_members, dev):
             acc = p if acc is None else acc + p
-            labels.append(p.argmax(0).numpy().astype(np.uint8))
+            labels.append(class_argmax(p, 0).numpy().astype(np.uint8))
             member_names.append(name)
         probs = acc / len(labels)
-        avg = probs.argmax(0).numpy().astype(np.uint8)
+        avg = class_argmax(probs, 0).numpy().astype(np.uint8)
         axis = lowest_resolution_axis(geom.spacing_zyx)
         row = {"case": cid, "members": len(labels), "slice_axis": "zyx"[axis]}
         row.update(consensus_scores(labels, avg, p0["num_classes"], axis, names))

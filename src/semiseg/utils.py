@@ -85,6 +85,13 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise SemisegError(f"{path}: not valid JSON ({e})") from None
 
 
+def class_argmax(t, dim: int = 0):
+    """``t.argmax(dim)`` of a torch tensor, the same labels (ties go to the first class), computed as
+    ``t.max(dim).indices``: PyTorch's CPU argmax over a dimension that is not the last is not
+    vectorised, 8-15x slower on class-first probability maps (0.8 s vs 0.1 s for 4 x 88x320x320)."""
+    return t.max(dim).indices
+
+
 def default_workers() -> int:
     """Worker processes for per-case work: every core this process may use."""
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..losses import heads, main_output, seg_loss
-from ..utils import SemisegError
+from ..utils import SemisegError, class_argmax
 from . import register_method
 
 
@@ -126,7 +126,7 @@ class CPS:
         n1, n2 = nets["net1"], nets["net2"]
         if self.opts.memory == "joint":
             out1, out2 = n1(x), n2(x)
-            p1, p2 = main_output(out1).detach().argmax(1), main_output(out2).detach().argmax(1)
+            p1, p2 = class_argmax(main_output(out1).detach(), 1), class_argmax(main_output(out2).detach(), 1)
             sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
             sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
             loss = sup1 + sup2 + lam * (cps1 + cps2)
@@ -135,16 +135,16 @@ class CPS:
             p2 = None
             if lam > 0:
                 with torch.no_grad():
-                    p2 = main_output(_no_ddp(n2)(x)).argmax(1)
+                    p2 = class_argmax(main_output(_no_ddp(n2)(x)), 1)
             out1 = n1(x)
             n_cls = main_output(out1).shape[1]
-            p1 = main_output(out1).detach().argmax(1)
+            p1 = class_argmax(main_output(out1).detach(), 1)
             sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
             l1 = sup1 + lam * cps1
             state["backward"](l1)
             del out1
             out2 = n2(x)
-            p2 = main_output(out2).detach().argmax(1)
+            p2 = class_argmax(main_output(out2).detach(), 1)
             sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
             l2 = sup2 + lam * cps2
             state["backward"](l2)

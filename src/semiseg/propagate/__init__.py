@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils import SemisegError
+from ..utils import SemisegError, class_argmax
 
 
 def uniform_slices(label: np.ndarray, n: int, axis: int = 0) -> list[int]:
@@ -189,7 +189,7 @@ def _to_original(probs: dict, shape, props: dict, axis: int, n_classes: int) -> 
         grid[c] = torch.from_numpy(p)
     grid[0] = torch.from_numpy(np.prod([1 - p for p in probs.values()], axis=0)) if probs else 1.0
     grid = torch.movedim(grid, 1, 1 + axis)  # slices back to their axis
-    return probs_to_original(grid, props).argmax(0).numpy().astype(np.int32)
+    return class_argmax(probs_to_original(grid, props), 0).numpy().astype(np.int32)
 
 
 def _axis(model, axis):
