@@ -80,3 +80,26 @@ def test_read_case_list_rejects_duplicates(tmp_path):
     (tmp_path / "l.txt").write_text("A\nA\n")
     with pytest.raises(SemisegError, match="twice"):
         read_case_list(tmp_path / "l.txt")
+
+
+def test_read_label_file_checks_values_and_geometry(tmp_path):
+    import numpy as np
+
+    from semiseg.dataset import read_label_file
+    from semiseg.io import Geometry, write_image
+
+    g = Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    lab = np.zeros((3, 4, 5), np.int16)
+    lab[1, 1:3, 1:4] = 7
+    write_image(lab, g, tmp_path / "ok.nii.gz")
+    assert np.array_equal(read_label_file(tmp_path / "ok.nii.gz", g), lab)  # any class without `declared`
+    with pytest.raises(SemisegError, match=r"ok.nii.gz: label values \[7\] are not declared"):
+        read_label_file(tmp_path / "ok.nii.gz", g, declared=[0, 1])
+    write_image(-lab, g, tmp_path / "neg.nii.gz")
+    with pytest.raises(SemisegError, match=r"neg.nii.gz: negative label values"):
+        read_label_file(tmp_path / "neg.nii.gz", g)
+    write_image(lab.astype(np.float32) / 2, g, tmp_path / "frac.nii.gz")
+    with pytest.raises(SemisegError, match=r"frac.nii.gz: .*non-integer"):
+        read_label_file(tmp_path / "frac.nii.gz", g)
+    with pytest.raises(SemisegError, match=r"ok.nii.gz: label geometry differs"):
+        read_label_file(tmp_path / "ok.nii.gz", Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel())))

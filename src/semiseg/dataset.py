@@ -233,9 +233,10 @@ GEOMETRY_TOLERANCE = 1e-4  # relative for spacing; times the largest spacing for
 
 def label_problems(lab: np.ndarray, declared) -> tuple[np.ndarray | None, list[tuple[str, str]]]:
     """Validate a label array: (integer label map or None if unusable, [(kind, message), ...]).
+    ``declared``: the label values allowed, or None for any non-negative integer.
 
     Kinds: ``dimension``, ``non_finite``, ``non_integer_label``, ``unreadable`` (voxel type),
-    ``undeclared_label``. ``semiseg check`` reports them all; :func:`read_case_label` raises the
+    ``undeclared_label``, ``negative_label`` (without ``declared``). ``semiseg check`` reports them all; :func:`read_case_label` raises the
     first.
     """
     if lab.ndim != 3:
@@ -250,6 +251,10 @@ def label_problems(lab: np.ndarray, declared) -> tuple[np.ndarray | None, list[t
         lab = lab.astype(np.int64)
     elif not np.issubdtype(lab.dtype, np.integer) and lab.dtype != np.bool_:
         return None, [("unreadable", f"unsupported label type {lab.dtype}")]
+    if declared is None:
+        if lab.size and lab.min() < 0:
+            return None, [("negative_label", f"negative label values (e.g. {int(lab.min())}); labels are 0, 1, 2, ...")]
+        return lab, []
     bad = sorted(set(int(v) for v in np.unique(lab)) - set(declared))
     if bad:
         return lab, [("undeclared_label", f"label values {bad} are not declared in dataset.json "
@@ -277,13 +282,19 @@ def read_case_image(case: Case, tol: float = GEOMETRY_TOLERANCE) -> tuple[np.nda
 def read_case_label(case: Case, geom: Geometry, declared, tol: float = GEOMETRY_TOLERANCE) -> np.ndarray:
     """The case's label map as integers, checked against the image geometry ``geom`` and the
     ``declared`` label values. Raises SemisegError naming the file."""
-    lab, lg = read_image(case.label, require_finite=True)
+    return read_label_file(case.label, geom, declared, tol)
+
+
+def read_label_file(path, geom: Geometry, declared=None, tol: float = GEOMETRY_TOLERANCE) -> np.ndarray:
+    """A label file as integers, checked against the image geometry ``geom`` and the ``declared``
+    label values (None: any non-negative integer). Raises SemisegError naming the file."""
+    lab, lg = read_image(path, require_finite=True)
     mm = geom.mismatch(lg, tol)
     if mm:
-        raise SemisegError(f"{case.label}: label geometry differs from the image: " + "; ".join(mm))
+        raise SemisegError(f"{path}: label geometry differs from the image: " + "; ".join(mm))
     lab, problems = label_problems(lab, declared)
     if problems:
-        raise SemisegError(f"{case.label}: {problems[0][1]}")
+        raise SemisegError(f"{path}: {problems[0][1]}")
     return lab
 
 

@@ -49,6 +49,11 @@ def annotated_slices(sparse: np.ndarray, axis: int) -> list[int]:
     return [int(k) for k in np.flatnonzero(np.any(sparse > 0, axis=other))]
 
 
+def soft_background(object_probs) -> np.ndarray:
+    """Background probability from the objects' own: prod(1 - p_c) (STCN's soft aggregation)."""
+    return np.prod([1 - p for p in object_probs], axis=0)
+
+
 def fuse(probs: dict[int, np.ndarray]) -> np.ndarray:
     """Per-class object probabilities (each (S, H, W)) -> label map: background probability is
     prod(1 - p_c) (STCN's soft aggregation), each voxel takes the most probable."""
@@ -56,8 +61,7 @@ def fuse(probs: dict[int, np.ndarray]) -> np.ndarray:
     if not classes:
         raise SemisegError("nothing to fuse: no class was annotated")
     p = np.stack([probs[c] for c in classes])
-    bg = np.prod(1 - p, axis=0, keepdims=True)
-    lab = np.argmax(np.concatenate([bg, p]), axis=0)
+    lab = np.argmax(np.concatenate([soft_background(p)[None], p]), axis=0)
     lut = np.array([0] + classes, dtype=np.int32)
     return lut[lab]
 
@@ -187,7 +191,7 @@ def _to_original(probs: dict, shape, props: dict, axis: int, n_classes: int) -> 
     grid = torch.zeros((K,) + tuple(shape))
     for c, p in probs.items():
         grid[c] = torch.from_numpy(p)
-    grid[0] = torch.from_numpy(np.prod([1 - p for p in probs.values()], axis=0)) if probs else 1.0
+    grid[0] = torch.from_numpy(soft_background(list(probs.values()))) if probs else 1.0
     grid = torch.movedim(grid, 1, 1 + axis)  # slices back to their axis
     return class_argmax(probs_to_original(grid, props), 0).numpy().astype(np.int32)
 
@@ -303,17 +307,11 @@ def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, 
 
 
 def read_sparse_label(path, geom) -> np.ndarray:
-    """A label file whose annotated slices are to be propagated, checked against the image."""
-    from ..dataset import GEOMETRY_TOLERANCE
-    from ..io import read_image
+    """A label file whose annotated slices are to be propagated, checked against the image: any
+    non-negative integer classes (the network is class-agnostic)."""
+    from ..dataset import read_label_file
 
-    lab, lg = read_image(path, require_finite=True)
-    mm = geom.mismatch(lg, GEOMETRY_TOLERANCE)
-    if mm:
-        raise SemisegError(f"{path}: label geometry differs from the image: " + "; ".join(mm))
-    if np.any(lab != np.round(lab)) or (lab < 0).any():
-        raise SemisegError(f"{path}: labels must be non-negative integers")
-    return lab.astype(np.int32)  # any classes: the network is class-agnostic
+    return read_label_file(path, geom).astype(np.int32)
 
 
 def propagate_file(run, images: list, out, labels=None, slices: list[int] | None = None, axis: int | None = None,
