@@ -9,6 +9,7 @@ list is repeated `--repeats` times (interleaved), the median kept.
 
     python benchmarks/cps_memory.py
     python benchmarks/cps_memory.py --pair unetr --patch 64 80 96     # heterogeneous CNN + UNETR
+    python benchmarks/cps_memory.py --student                          # on the student plan
 """
 import argparse
 import csv
@@ -31,13 +32,15 @@ def main():
     ap.add_argument("--pair", default=None, help="CPS partner network (default: same as net1)")
     ap.add_argument("--partner-options", default=None, help="JSON options of the partner")
     ap.add_argument("--patch", type=int, nargs="+", default=None, help="patch size for every variant")
+    ap.add_argument("--student", action="store_true", help="on the student plan (train_bounds.py --student's work folder)")
     a = ap.parse_args()
     from semiseg.profile import ResourceSampler
 
     ds = DATA / a.dataset
-    work = HERE / "_work" / a.dataset
+    work = HERE / "_work" / (a.dataset + ("-student" if a.student else ""))
     if not (work / "preprocessed" / "summary.json").exists():
-        sys.exit(f"{work}: run benchmarks/train_bounds.py --dataset {a.dataset} once first (plans and preprocesses)")
+        sys.exit(f"{work}: run benchmarks/train_bounds.py --dataset {a.dataset}{' --student' if a.student else ''} "
+                 "once first (plans and preprocesses)")
     common = ["--iterations", a.iterations, "--val-every", 0, "--log-every", 2, "-q",
               "--labeled-list", ds / "ssl_labeled_subsets.json", "--labeled-key", a.subset]
     if a.patch:
@@ -72,7 +75,7 @@ def main():
                      "iterations": a.iterations, "peak_rss_mb": f"{m['rss']:.0f}",
                      "notes": f"{m['s_it']:.2f} s/it ({m['s_it'] / base['s_it']:.2f}x supervised); peak RSS "
                               f"{m['rss'] / base['rss']:.2f}x supervised" + (f"; peak GPU {m['gpu']:.0f} MB" if m["gpu"] else "")
-                              + f"; subset {a.subset}, patch {a.patch or 'plan'}, median of {a.repeats} (after "
+                              + f"; subset {a.subset}, {'student plan, ' if a.student else ''}patch {a.patch or 'plan'}, median of {a.repeats} (after "
                               f"{a.warmup} warm-up its); batch: plan's labeled (+ as many unlabeled for cps)"})
     append_rows(rows)
     for r in rows:

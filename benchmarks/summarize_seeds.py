@@ -1,0 +1,49 @@
+"""Mean and spread over seeds of the budgeted training rows of results.csv (train_bounds.py's
+`supervised_bounds` and `cps_budget`), written to seeds.md.
+
+Rows are grouped by dataset, labeled count, method, networks, budget and the training arguments
+recorded in their notes; within a group the latest row of each seed counts (a rerun replaces the
+seed's earlier row), and rows re-predicted from a finished run (`--predict-only`) replace the
+original only when their predict arguments match the group's. Spread: sample standard deviation
+and the range.
+
+    python benchmarks/summarize_seeds.py
+"""
+import csv
+import re
+import statistics
+
+from _common import CSV, HERE
+
+BENCHES = ("supervised_bounds", "cps_budget")
+
+
+def key(r: dict) -> tuple:
+    m = re.search(r"train args: ([^;]*)", r["notes"])
+    p = re.search(r"predict args: ([^;]*)", r["notes"])
+    return (r["dataset"], r["labeled"], r["method"], r["networks"], f"{float(r['budget_min']):g}",
+            m.group(1).strip() if m else "", p.group(1).strip() if p else "")
+
+
+def main():
+    groups: dict[tuple, dict[str, dict]] = {}
+    for r in csv.DictReader(open(CSV)):
+        if r["benchmark"] in BENCHES and r["dsc"] and r["budget_min"]:
+            groups.setdefault(key(r), {})[r["seed"]] = r  # later rows replace a seed's earlier one
+    out = ["# Budgeted training over seeds", "",
+           "Generated from `results.csv` by `benchmarks/summarize_seeds.py` (latest row per seed).", "",
+           "| dataset | labeled | method | networks | budget min | train args | predict args | seeds | "
+           "DSC mean | DSC sd | DSC range | iterations |", "|" + "---|" * 12]
+    for k in sorted(groups):
+        rows = [groups[k][s] for s in sorted(groups[k])]
+        d = [float(r["dsc"]) for r in rows]
+        sd = f"{statistics.stdev(d):.4f}" if len(d) > 1 else ""
+        its = ", ".join(r["iterations"] for r in rows)
+        out.append(f"| {' | '.join(k)} | {', '.join(r['seed'] for r in rows)} | {statistics.mean(d):.4f} | {sd} | "
+                   f"{min(d):.4f}-{max(d):.4f} | {its} |")
+    (HERE / "seeds.md").write_text("\n".join(out) + "\n")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
