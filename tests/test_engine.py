@@ -120,3 +120,12 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
         moved = max(float((wa[k]).abs().max()) for k in wa)
         assert diff < 1e-4 * moved, (name, diff)
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
+
+
+def test_validation_takes_at_most_a_fifth_of_a_time_budget():
+    from semiseg.engine import validation_gap
+
+    assert validation_gap(1800, 30) == 180  # cheap validation: every tenth of the budget
+    assert validation_gap(1800, 60) == 240  # slow: 60 s of validation per 240 s of training
+    gap, cost = validation_gap(1800, 100), 100
+    assert cost / (gap + cost) <= 0.2

@@ -119,6 +119,13 @@ def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: i
     return mean_dice(per)
 
 
+def validation_gap(budget_s: float, last_cost_s: float) -> float:
+    """Seconds of training between the end of one validation and the next in a time budget: a
+    tenth of the budget, longer when validating is slow so that it takes at most a fifth of the
+    time (ACDC's 20 cases through a CPS pair take a minute: 10 of them would be a third of 30 min)."""
+    return max(budget_s / 10, 4 * last_cost_s)
+
+
 def mean_dice(per: list[list[float]]) -> tuple[float, list[float]]:
     """Per-case Dice per class -> (mean over classes of the per-class means, per-class means)."""
     per_class = [float(np.nanmean(c)) if not np.all(np.isnan(c)) else float("nan") for c in np.array(per).T]
@@ -472,6 +479,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                             for k, v in window.items()})
                 window, wt0, wit0 = {}, time.time(), it
                 if do_val:
+                    val_t0 = time.time()
                     d, per = run_validation()
                     if d is not None:
                         row["val_dice"] = d
@@ -493,8 +501,9 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                         dist.broadcast(t, 0)
                         best = {"val_dice": float(t[0]), "iteration": int(t[1])}
                     elapsed = time.time() - t_start
-                    last_val_t = elapsed  # the next one a tenth of the budget after this one ended, so a
-                    # validation slower than that interval cannot take over the whole budget
+                    last_val_t = elapsed  # the next one counts from the end of this one
+                    if budget_s and not cfg.val_every:
+                        val_every_s = validation_gap(budget_s, time.time() - val_t0)
                 rl.row(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{best['val_dice']:.3f}")
                 if do_val or time.time() - last_ck > cfg.checkpoint_minutes * 60:
