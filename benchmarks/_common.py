@@ -67,10 +67,15 @@ def sh(args, **kw):
     return p
 
 
+def work_dir(dataset: str, student: bool = False) -> Path:
+    """benchmarks/_work/DATASET, or DATASET-student for the student plan."""
+    return HERE / "_work" / (dataset + ("-student" if student else ""))
+
+
 def prepared_work(dataset: str, student: bool = False) -> Path:
-    """benchmarks/_work/DATASET (or DATASET-student): planned with every labeled training case of
-    splits.json fold 0 labeled, and preprocessed (once)."""
-    work = HERE / "_work" / (dataset + ("-student" if student else ""))
+    """:func:`work_dir`, planned with every labeled training case of splits.json fold 0 labeled,
+    and preprocessed (once)."""
+    work = work_dir(dataset, student)
     if not (work / "preprocessed" / "summary.json").exists():
         sh(["plan", DATA / dataset, "-o", work, "-q", *(["--student"] if student else [])])
         sh(["preprocess", work, "-q"])

@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import DATA, HERE, append_rows
+from _common import DATA, HERE, append_rows, work_dir
 
 
 def main():
@@ -37,7 +37,7 @@ def main():
     from semiseg.profile import ResourceSampler
 
     ds = DATA / a.dataset
-    work = HERE / "_work" / (a.dataset + ("-student" if a.student else ""))
+    work = work_dir(a.dataset, a.student)
     if not (work / "preprocessed" / "summary.json").exists():
         sys.exit(f"{work}: run benchmarks/train_bounds.py --dataset {a.dataset}{' --student' if a.student else ''} "
                  "once first (plans and preprocesses)")

@@ -71,7 +71,7 @@ def main():
         tr = s.result()
     summ = json.loads((run / "summary.json").read_text())
 
-    imgs = val_images(a.dataset, prepared_work(a.dataset))
+    imgs = val_images(a.dataset, work)  # the student plan's split has the same validation cases
     ev = predict_and_score([run], a.dataset, imgs, run / "pred_val", run / "predict_profile.csv", a.tolerance,
                            a.predict_args.split())
     per_class = ev["per_class_text"]

@@ -236,8 +236,8 @@ def label_problems(lab: np.ndarray, declared) -> tuple[np.ndarray | None, list[t
     ``declared``: the label values allowed, or None for any non-negative integer.
 
     Kinds: ``dimension``, ``non_finite``, ``non_integer_label``, ``unreadable`` (voxel type),
-    ``undeclared_label``, ``negative_label`` (without ``declared``). ``semiseg check`` reports them all; :func:`read_case_label` raises the
-    first.
+    ``undeclared_label``, ``negative_label`` (without ``declared``). ``semiseg check`` reports
+    them all; :func:`read_label_file` raises the first.
     """
     if lab.ndim != 3:
         return None, [("dimension", f"label is {lab.ndim}D with array shape {list(lab.shape)}; 3D expected")]

@@ -372,7 +372,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         val = []
     else:
         val_every = cfg.val_every or (max(1, cfg.iterations // 10) if cfg.iterations else None)
-        val_every_s = budget_s / 10 if (budget_s and not cfg.val_every) else None
+        val_every_s = validation_gap(budget_s, 0.0) if (budget_s and not cfg.val_every) else None
     names = class_names(plans["labels"], n_cls)
     total = cfg.iterations or None
     bar = tqdm(total=total or int(budget_s), initial=it if total else int(elapsed), disable=not progress or rank > 0,
