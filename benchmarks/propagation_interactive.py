@@ -38,7 +38,8 @@ def main():
     import torch
 
     from semiseg.dataset import Dataset, read_case_image, read_case_label
-    from semiseg.infer import dice_per_class, load_run
+    from semiseg.infer import load_run
+    from semiseg.metrics import dice_per_class
     from semiseg.profile import ResourceSampler
     from semiseg.propagate import propagate_case, uniform_slices
     from semiseg.propagate.baselines import nearest_slice, shape_interpolation

@@ -5,7 +5,8 @@ Rows are grouped by dataset, labeled count, method, networks, budget and the tra
 recorded in their notes; within a group the latest row of each seed counts (a rerun replaces the
 seed's earlier row), and rows re-predicted from a finished run (`--predict-only`) replace the
 original only when their predict arguments match the group's. Spread: sample standard deviation
-and the range.
+and the range. Per-class DSC (ACDC's RV / MYO / LV) is the mean over seeds of the per-class values
+the rows' notes record.
 
     python benchmarks/summarize_seeds.py
 """
@@ -25,6 +26,11 @@ def key(r: dict) -> tuple:
             m.group(1).strip() if m else "", p.group(1).strip() if p else "")
 
 
+def per_class(r: dict) -> dict[str, float]:
+    """Class name -> DSC from a row's notes ("RV DSC 0.7 NSD ...; MYO DSC ...")."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?:^|; )([^;]+?) DSC ([0-9.]+) NSD", r["notes"])}
+
+
 def main():
     groups: dict[tuple, dict[str, dict]] = {}
     for r in csv.DictReader(open(CSV)):
@@ -33,14 +39,17 @@ def main():
     out = ["# Budgeted training over seeds", "",
            "Generated from `results.csv` by `benchmarks/summarize_seeds.py` (latest row per seed).", "",
            "| dataset | labeled | method | networks | budget min | train args | predict args | seeds | "
-           "DSC mean | DSC sd | DSC range | iterations |", "|" + "---|" * 12]
+           "DSC mean | DSC sd | DSC range | per class (mean) | iterations |", "|" + "---|" * 13]
     for k in sorted(groups):
         rows = [groups[k][s] for s in sorted(groups[k])]
         d = [float(r["dsc"]) for r in rows]
         sd = f"{statistics.stdev(d):.4f}" if len(d) > 1 else ""
         its = ", ".join(r["iterations"] for r in rows)
+        pcs = [per_class(r) for r in rows]
+        names = list(pcs[0]) if len(pcs[0]) > 1 and all(set(pc) == set(pcs[0]) for pc in pcs) else []
+        pc_text = " / ".join(f"{n} {statistics.mean(pc[n] for pc in pcs):.3f}" for n in names)
         out.append(f"| {' | '.join(k)} | {', '.join(r['seed'] for r in rows)} | {statistics.mean(d):.4f} | {sd} | "
-                   f"{min(d):.4f}-{max(d):.4f} | {its} |")
+                   f"{min(d):.4f}-{max(d):.4f} | {pc_text} | {its} |")
     (HERE / "seeds.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
+from .metrics import dice_per_class, mean_dice
 from .utils import SemisegError, atomic_path, class_argmax, read_json, write_json
 
 
@@ -108,7 +109,7 @@ def load_checkpoint(path: Path) -> dict:
 def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: int, step: float,
              device) -> tuple[float, list[float]]:
     """Mean foreground Dice over the validation cases (on the preprocessed grid), and per class."""
-    from .infer import dice_per_class, sliding_window_probs
+    from .infer import sliding_window_probs
     from .preprocessing import load_case
 
     per = []
@@ -124,12 +125,6 @@ def validation_gap(budget_s: float, last_cost_s: float) -> float:
     tenth of the budget, longer when validating is slow so that it takes at most a fifth of the
     time (ACDC's 20 cases through a CPS pair take a minute: 10 of them would be a third of 30 min)."""
     return max(budget_s / 10, 4 * last_cost_s)
-
-
-def mean_dice(per: list[list[float]]) -> tuple[float, list[float]]:
-    """Per-case Dice per class -> (mean over classes of the per-class means, per-class means)."""
-    per_class = [float(np.nanmean(c)) if not np.all(np.isnan(c)) else float("nan") for c in np.array(per).T]
-    return float(np.nanmean(per_class)), per_class
 
 
 # --------------------------------------------------------------------------- logging

@@ -104,16 +104,6 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
     return probs.cpu()
 
 
-def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list[float]:
-    """Hard Dice per foreground class; NaN where both are empty."""
-    out = []
-    for c in range(1, n_classes):
-        p, g = pred == c, gt == c
-        s = p.sum() + g.sum()
-        out.append(float(2 * (p & g).sum() / s) if s else float("nan"))
-    return out
-
-
 # --------------------------------------------------------------------------- back to the original grid
 def probs_to_original(probs: torch.Tensor, props: dict) -> torch.Tensor:
     """Probabilities on the preprocessed grid -> the cropped original grid (linear), then pasted into

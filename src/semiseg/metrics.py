@@ -38,6 +38,22 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(p, g).sum()) / (sp + sg)
 
 
+def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list[float]:
+    """Hard Dice per foreground class; NaN where both are empty."""
+    out = []
+    for c in range(1, n_classes):
+        p, g = pred == c, gt == c
+        s = p.sum() + g.sum()
+        out.append(float(2 * (p & g).sum() / s) if s else float("nan"))
+    return out
+
+
+def mean_dice(per: list[list[float]]) -> tuple[float, list[float]]:
+    """Per-case Dice per class -> (mean over classes of the per-class means, per-class means)."""
+    per_class = [float(np.nanmean(c)) if not np.all(np.isnan(c)) else float("nan") for c in np.array(per).T]
+    return float(np.nanmean(per_class)), per_class
+
+
 def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing, tolerance_mm: float) -> dict:
     """DSC, NSD, HD95 and ASD of two boolean masks; ``spacing`` in the arrays' axis order (mm)."""
     from surface_distance import metrics as sd

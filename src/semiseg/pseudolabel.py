@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .metrics import dice_per_class  # NaN where a class is in neither map
 from .utils import SemisegError, atomic_path, class_argmax, write_json
 
 
@@ -38,7 +39,6 @@ def consensus_scores(members: list[np.ndarray], avg: np.ndarray, n_classes: int,
                      class_names: list[str] | None = None) -> dict:
     """Seed 000's consensus (slice-wise), its 3D variant and per-class 3D scores of M label maps
     against their average ``avg`` (all (z, y, x) integer maps)."""
-    from .infer import dice_per_class  # NaN where a class is in neither map
 
     names = class_names or [f"class{c}" for c in range(1, n_classes)]
     per_class = {n: [] for n in names}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from ..losses import heads, main_output, seg_loss
+from ..metrics import dice_per_class
 from ..utils import SemisegError, class_argmax
 from . import register_method
 
@@ -67,9 +68,8 @@ def cps_weight(o: CPSOptions, progress: float) -> float:
 
 def hard_agreement(a: torch.Tensor, b: torch.Tensor, n_classes: int) -> float:
     """Mean foreground Dice between two label maps (classes present in either; 1.0 if none is)."""
-    from ..infer import dice_per_class  # NaN where a class is in neither map
-
-    ds = [d for d in dice_per_class(a.cpu().numpy(), b.cpu().numpy(), n_classes) if d == d]
+    ds = [d for d in dice_per_class(  # NaN where a class is in neither map
+        a.cpu().numpy(), b.cpu().numpy(), n_classes) if d == d]
     return float(sum(ds) / len(ds)) if ds else 1.0
 
 

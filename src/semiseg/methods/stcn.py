@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..losses import bootstrapped_bce, lovasz_hinge
+from ..metrics import dice_per_class, mean_dice
 from ..utils import SemisegError
 from . import register_method
 
@@ -107,7 +108,6 @@ class STCNMethod:
     @torch.no_grad()
     def validate(self, nets: list, work, val_ids: list[str], net_cfg: dict, n_classes: int, device):
         """Mean Dice per class of propagation from ``val_slices`` ground-truth slices per volume."""
-        from ..infer import dice_per_class
         from ..preprocessing import load_case
         from ..propagate import propagate, uniform_slices
 
@@ -126,6 +126,4 @@ class STCNMethod:
             per.append(dice_per_class(lab[rest], seg[rest], n_classes))
         if not per:
             return float("nan"), [float("nan")] * (n_classes - 1)
-        from ..engine import mean_dice
-
         return mean_dice(per)
