@@ -25,9 +25,20 @@ def commit() -> str:
                           cwd=HERE).stdout.strip()
 
 
+_SPEED = []
+
+
 def machine() -> str:
+    """Architecture, cores and the speed index measured when the first row of this process is
+    written (``semiseg.profile.conv_throughput``: GFLOP/s of a fixed 3D-convolution training step),
+    so rows from days when this machine ran at different speeds can be told apart."""
     import os
-    return f"{platform.machine()} {os.cpu_count()} cores"
+
+    if not _SPEED:
+        from semiseg.profile import conv_throughput
+
+        _SPEED.append(conv_throughput())
+    return f"{platform.machine()} {os.cpu_count()} cores, conv {_SPEED[0]:.0f} GFLOP/s"
 
 
 def append_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

@@ -125,3 +125,28 @@ class ResourceSampler:
         except Exception:
             pass
         return out
+
+
+def conv_throughput(device: str = "cpu", repeats: int = 3) -> float:
+    """GFLOP/s of this machine on a fixed 3D-convolution training step (1 x 16 x 32 x 64 x 64 input,
+    16 -> 32 channels, 3x3x3, forward and backward, float32): a speed index that puts rows measured
+    on different days side by side (this 2-core machine has run the same training 2x slower on one
+    day than on another). Median of ``repeats`` after one warm-up; about 2 s on 2 CPU cores."""
+    import torch
+
+    dev = torch.device(device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 32, 64, 64, generator=g).to(dev).requires_grad_()
+    conv = torch.nn.Conv3d(16, 32, 3, padding=1).to(dev)
+    flops = 3 * 2 * x.shape[0] * 32 * x[0, 0].numel() * 16 * 27  # forward + backward (2x forward)
+    times = []
+    for i in range(repeats + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        conv(x).sum().backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        if i:
+            times.append(time.perf_counter() - t)
+    return flops / sorted(times)[len(times) // 2] / 1e9
