@@ -12,7 +12,7 @@ from conftest import train_config
 from semiseg.engine import train
 from semiseg.losses import seg_loss
 from semiseg.methods import create_method
-from semiseg.methods.cps import CPSOptions, cps_weight, hard_agreement
+from semiseg.methods.cps import CPSOptions, counts_dice, cps_weight, dice_counts, hard_agreement
 from semiseg.nets import create_network
 from semiseg.utils import SemisegError
 
@@ -80,6 +80,52 @@ def test_wait_period_is_supervised_only():
     out = m.losses(nets, _batch(), {"progress": 0.2, "iteration": 0, "backward": None})
     assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
 
+
+
+def test_gated_schedule_starts_the_ramp_where_the_gate_opened():
+    o = CPSOptions(lambda_max=0.5, wait=0.1, ramp=0.2, gate=0.5)
+    assert cps_weight(o, 0.5, opened=0.4) == pytest.approx(0.25)  # half-way up a ramp that began at 0.4
+    assert cps_weight(o, 0.3, opened=0.05) == pytest.approx(0.5)   # opened during the wait: ramp from the wait
+    assert cps_weight(o, 0.39, opened=0.4) == 0
+    with pytest.raises(SemisegError, match="gate"):
+        CPSOptions(gate=1.0)
+
+
+def test_dice_counts_known_values():
+    pred = torch.tensor([[0, 1, 1, 2, 2, 0]])
+    lab = torch.tensor([[0, 1, 0, 0, 0, 0]])
+    c = dice_counts(pred, lab, 3)
+    assert c.tolist() == [[1, 2, 1], [0, 2, 0]]
+    assert counts_dice(c) == pytest.approx(2 / 3)   # class 2 is absent from the labels: not counted
+    assert counts_dice(dice_counts(pred, torch.zeros_like(lab), 3)) is None
+    # counts of the parts of a batch add up to the counts of the whole batch (DDP ranks)
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randint(0, 3, (4, 5, 5), generator=g), torch.randint(0, 3, (4, 5, 5), generator=g)
+    assert torch.equal(dice_counts(a[:2], b[:2], 3) + dice_counts(a[2:], b[2:], 3), dice_counts(a, b, 3))
+
+
+def test_gate_keeps_training_supervised_until_the_labeled_dice_reaches_it():
+    m, nets = _pair(gate=0.25, ramp=0)
+    b = _batch()
+    for n in nets.values():
+        n.train()
+    out = m.losses(nets, b, {"progress": 0.1, "iteration": 0, "backward": None})
+    assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
+    assert 0 < out["labeled_dice"] < 0.25 and m.opened is None
+    # perfect pseudo-labels on the labeled patches: the running mean goes 0.1, 0.19, 0.271 -> opens
+    m.quality, lab = 0.0, b["label"]
+    for k, progress in enumerate((0.2, 0.3, 0.4)):
+        m._update_gate(lab, lab, lab, 2, 3, progress)
+        assert (m.opened is None) == (k < 2)
+    assert m.opened == 0.4 and m.quality == pytest.approx(0.271)
+    out = m.losses(nets, b, {"progress": 0.5, "iteration": 3, "backward": None})
+    assert out["lambda"] == 0.5 and float(out["loss_cps_net1"]) > 0 and 0 <= out["agreement_u"] <= 1
+    m2, _ = _pair(gate=0.25, ramp=0)
+    m2.load_state_dict(m.state_dict())
+    assert (m2.quality, m2.opened) == (m.quality, m.opened)
+    # no gate: open from the start, nothing to log
+    m0, _ = _pair(ramp=0)
+    assert m0.opened == 0.0 and "labeled_dice" not in m0.losses(nets, b, {"progress": 0.0, "iteration": 0, "backward": None})
 
 def test_sequential_memory_mode_takes_the_same_step():
     grads = {}

@@ -60,11 +60,13 @@ def _cli(*args):
 STCN_ARGS = ["--config", "2d", "--method-options", '{"crop": 16}', "--network-options", '{"width": 8}']  # the propagation network: its own triplet batches and validation
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps", "stcn"])
+@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn"])
 def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
+    gate = method == "cps-gate"  # the gate's running Dice must come back from the checkpoint
+    method = "cps" if gate else method
     common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1,
               "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else []) + \
-        (STCN_ARGS if method == "stcn" else [])
+        (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else [])
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
     run = tmp_path / "killed"
@@ -88,6 +90,9 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
     assert [i for i, _ in a] == [i for i, _ in b] == list(range(1, 15))
     for (_, x), (_, y) in zip(a, b):
         assert abs(x - y) < 1e-4 * max(1, abs(x))
+    if gate:
+        qa, qb = ([float(r["labeled_dice"]) for r in csv.DictReader(open(r / "metrics.csv"))] for r in (ref, run))
+        assert qa == pytest.approx(qb, abs=1e-6) and len(qa) == 14
     na = torch.load(ref / "checkpoints/final.pt", weights_only=True)["nets"]
     nb = torch.load(run / "checkpoints/final.pt", weights_only=True)["nets"]
     for name, wa in na.items():
@@ -95,12 +100,15 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
             assert torch.allclose(wa[k], nb[name][k], atol=1e-5), (name, k)
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps", "stcn"])
+@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn"])
 def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
-    common = ["--iterations", 3, "--val-every", 100, "--base-features", 4, "--amp", "off", "--workers", 0,
-              "--batch-size", 4, "--no-augment", "-q", "--method", method]
+    gate = method == "cps-gate"  # the ranks count the labeled Dice together and open the gate together
+    method = "cps" if gate else method
+    common = ["--iterations", 4 if gate else 3, "--val-every", 100, "--base-features", 4, "--amp", "off",
+              "--workers", 0, "--batch-size", 4, "--no-augment", "-q", "--method", method]
     if method == "cps":  # 2 labeled + 2 unlabeled per rank, lambda on from the first step
-        common += ["--labeled", 2, "--unlabeled-batch", 4, "--cps-ramp", 0]
+        common += ["--labeled", 2, "--unlabeled-batch", 4, "--cps-ramp", 0] + \
+            (["--cps-gate", 0.01, "--log-every", 1] if gate else [])
     if method == "stcn":
         common += STCN_ARGS
     one = tmp_path / "one"
@@ -120,6 +128,10 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
         moved = max(float((wa[k]).abs().max()) for k in wa)
         assert diff < 1e-4 * moved, (name, diff)
     assert json.loads((two / "summary.json").read_text())["processes"] == 2
+    if gate:  # closed on the first step (the running Dice starts at 0), open by the last, on both runs alike
+        for r in (one, two):
+            lam = [float(x["lambda"]) for x in csv.DictReader(open(r / "metrics.csv"))]
+            assert lam[0] == 0 and lam[-1] > 0, lam
 
 
 def test_validation_takes_at_most_a_fifth_of_a_time_budget():

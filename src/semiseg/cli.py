@@ -110,7 +110,7 @@ def _train_config(a):
     if a.network_options:
         opts.update(_json_option(a.network_options, "--network-options"))
     mopts = {k: v for k, v in (("partner", a.partner), ("cps_loss", a.cps_loss), ("lambda_max", a.cps_lambda),
-                               ("ramp", a.cps_ramp), ("wait", a.cps_wait), ("memory", a.cps_memory)) if v is not None}
+                               ("ramp", a.cps_ramp), ("wait", a.cps_wait), ("memory", a.cps_memory), ("gate", a.cps_gate)) if v is not None}
     if a.partner_options:
         mopts["partner_options"] = _json_option(a.partner_options, "--partner-options")
     if a.cps_unlabeled_only:
@@ -170,6 +170,10 @@ def _add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None
     g.add_argument("--cps-lambda", type=float, help="weight of the CPS loss after the ramp (default 0.5)")
     g.add_argument("--cps-ramp", type=float, help="share of the budget over which lambda rises from 0 (default 0.2)")
     g.add_argument("--cps-wait", type=float, help="share of the budget trained supervised only first (default 0)")
+    g.add_argument("--cps-gate", type=float, metavar="DICE",
+                   help="start the lambda ramp only once both networks' running Dice against the labels on the "
+                        "labeled patches reaches DICE (e.g. 0.5): no cross supervision from pseudo-labels that "
+                        "are still all background; 0 = off (default)")
     g.add_argument("--cps-memory", choices=["joint", "sequential"],
                    help="joint (default, fastest) or sequential: one network's graph at a time, less memory, "
                         "one extra forward pass")

@@ -349,6 +349,8 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         if "scaler" in st and st["scaler"]:
             scaler.load_state_dict(st["scaler"])
         torch.set_rng_state(st["torch_rng"])
+        if st.get("method_state") is not None and hasattr(method, "load_state_dict"):
+            method.load_state_dict(st["method_state"])
         it, elapsed = int(st["iteration"]), float(st["elapsed"])
         best = {"val_dice": float(st["best_val_dice"]), "iteration": int(st["best_iteration"])}
     train_nets = nets
@@ -407,7 +409,8 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                "best_val_dice": best["val_dice"], "best_iteration": best["iteration"]}
         if kind == "latest":
             obj.update(optims={k: o.state_dict() for k, o in optims.items()}, scaler=scaler.state_dict(),
-                       torch_rng=torch.get_rng_state())
+                       torch_rng=torch.get_rng_state(),
+                       method_state=method.state_dict() if hasattr(method, "state_dict") else None)
         save_checkpoint(ck_dir / f"{kind}.pt", obj)
 
     def run_validation():

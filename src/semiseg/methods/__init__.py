@@ -18,6 +18,8 @@ Two optional hooks let a method that is not patch segmentation use the same engi
 propagation network, ``stcn``): ``batches(work, labeled, net_cfg, plans, rank, world, label_dirs)``
 returns its own iteration-indexed dataset of batches (with its global batch size ``B``), and
 ``validate(nets, work, val_ids, net_cfg, n_classes, device) -> (mean Dice, per class)`` scores it.
+A method with a state of its own beyond its networks (CPS's quality gate) has ``state_dict()`` and
+``load_state_dict(d)``: plain numbers, saved in ``latest.pt`` for exact resume.
 
 Method options live in ``TrainConfig.method_options`` (``RUN/config.json``); a method rejects
 options it does not know.
