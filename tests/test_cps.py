@@ -39,10 +39,13 @@ def test_hard_agreement_known_values():
 
 
 def _pair(**opts):
+    """A CPS method and its two networks, in training mode."""
     cfg = train_config(method="cps", method_options=opts)
     m = create_method("cps", cfg)
     torch.manual_seed(0)
     nets = {k: create_network(s["network"], CFG3, 1, 3, **s["options"]) for k, s in m.networks().items()}
+    for n in nets.values():
+        n.train()
     return m, nets
 
 
@@ -55,8 +58,6 @@ def _batch(seed=0):
 def test_loss_is_supervised_plus_lambda_times_cross_terms():
     m, nets = _pair(ramp=0, lambda_max=0.5)
     b = _batch()
-    for n in nets.values():
-        n.train()
     out = m.losses(nets, b, {"progress": 0.5, "iteration": 0, "backward": None})
     x = torch.cat([b["image"], b["image_u"]])
     with torch.no_grad():
@@ -107,8 +108,6 @@ def test_dice_counts_known_values():
 def test_gate_keeps_training_supervised_until_the_labeled_dice_reaches_it():
     m, nets = _pair(gate=0.25, ramp=0)
     b = _batch()
-    for n in nets.values():
-        n.train()
     out = m.losses(nets, b, {"progress": 0.1, "iteration": 0, "backward": None})
     assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
     assert 0 < out["labeled_dice"] < 0.25 and m.opened is None
@@ -131,8 +130,6 @@ def test_sequential_memory_mode_takes_the_same_step():
     grads = {}
     for mode in ("joint", "sequential"):
         m, nets = _pair(ramp=0, memory=mode)
-        for n in nets.values():
-            n.train()
         out = m.losses(nets, _batch(), {"progress": 0.5, "iteration": 0, "backward": lambda t: t.backward()})
         if out["loss"].requires_grad:
             out["loss"].backward()

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 import torch
 
 from ..losses import heads, main_output, seg_loss
-from ..metrics import dice_per_class
 from ..utils import SemisegError, class_argmax
 from . import register_method
 
@@ -91,10 +90,10 @@ def dice_counts(pred: torch.Tensor, label: torch.Tensor, n_classes: int) -> torc
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 3)
 
 
-def counts_dice(counts: torch.Tensor) -> float | None:
-    """Mean hard Dice over the classes present in the labels of :func:`dice_counts` rows (None if
-    no class is)."""
-    present = counts[:, 2] > 0
+def counts_dice(counts: torch.Tensor, present_in: str = "label") -> float | None:
+    """Mean hard Dice over the classes of :func:`dice_counts` rows present in the labels (or in
+    ``"either"`` map); None if no class is."""
+    present = (counts[:, 2] > 0) if present_in == "label" else (counts[:, 1] + counts[:, 2] > 0)
     if not bool(present.any()):
         return None
     c = counts[present]
@@ -103,9 +102,8 @@ def counts_dice(counts: torch.Tensor) -> float | None:
 
 def hard_agreement(a: torch.Tensor, b: torch.Tensor, n_classes: int) -> float:
     """Mean foreground Dice between two label maps (classes present in either; 1.0 if none is)."""
-    ds = [d for d in dice_per_class(  # NaN where a class is in neither map
-        a.cpu().numpy(), b.cpu().numpy(), n_classes) if d == d]
-    return float(sum(ds) / len(ds)) if ds else 1.0
+    d = counts_dice(dice_counts(a, b, n_classes), present_in="either")
+    return 1.0 if d is None else d
 
 
 def _slice(out, sl):
