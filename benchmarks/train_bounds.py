@@ -44,7 +44,8 @@ def main():
     ap.add_argument("--predict-only", action="store_true",
                     help="do not train: predict and score the existing run of this name again")
     ap.add_argument("--predict-args", default="", help="extra `semiseg predict` flags, e.g. '--largest-component --tta'")
-    ap.add_argument("train_args", nargs="*")
+    ap.add_argument("train_args", nargs="*", help="extra `semiseg train` flags (after --); with --predict-only "
+                    "or --resume, only to name them in the row of a run trained before bench_args.json was saved")
     a = ap.parse_args()
     from semiseg.profile import ResourceSampler
 
@@ -69,6 +70,11 @@ def main():
         with ResourceSampler(interval=0.5) as s:
             sh(cmd)
         tr = s.result()
+        if not a.resume:  # what --predict-only and --resume report as the run's train args
+            (run / "bench_args.json").write_text(json.dumps({"train_args": a.train_args}))
+    saved = run / "bench_args.json"
+    if (a.predict_only or a.resume) and not a.train_args and saved.exists():
+        a.train_args = json.loads(saved.read_text())["train_args"]
     summ = json.loads((run / "summary.json").read_text())
 
     imgs = val_images(a.dataset, work)  # the student plan's split has the same validation cases
