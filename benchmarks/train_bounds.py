@@ -45,7 +45,7 @@ def main():
                     help="do not train: predict and score the existing run of this name again")
     ap.add_argument("--predict-args", default="", help="extra `semiseg predict` flags, e.g. '--largest-component --tta'")
     ap.add_argument("train_args", nargs="*", help="extra `semiseg train` flags (after --); with --predict-only "
-                    "or --resume, only to name them in the row of a run trained before bench_args.json was saved")
+                    "or --resume they only name the flags of a run whose folder has no bench_args.json")
     a = ap.parse_args()
     from semiseg.profile import ResourceSampler
 
@@ -67,11 +67,12 @@ def main():
             sys.exit(f"{run}: no finished run to predict with")
         tr = {"peak_rss_mb": float("nan"), "wall_s": float("nan")}
     else:
+        if not a.resume:  # what --predict-only and --resume report as the run's train args
+            run.mkdir(parents=True)  # the engine takes an existing folder without config.json
+            (run / "bench_args.json").write_text(json.dumps({"train_args": a.train_args}))
         with ResourceSampler(interval=0.5) as s:
             sh(cmd)
         tr = s.result()
-        if not a.resume:  # what --predict-only and --resume report as the run's train args
-            (run / "bench_args.json").write_text(json.dumps({"train_args": a.train_args}))
     saved = run / "bench_args.json"
     if (a.predict_only or a.resume) and not a.train_args and saved.exists():
         a.train_args = json.loads(saved.read_text())["train_args"]
