@@ -192,8 +192,10 @@ def _add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None
     g.add_argument("--select-score", default="consensus", metavar="COLUMN",
                    help="scores.csv column to select by (default consensus; entropy: lower is better)")
     g = p.add_argument_group("budget and schedule")
-    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the schedule fits it)")
-    g.add_argument("--iterations", type=int, help="iteration budget")
+    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the learning-rate schedule fits "
+                   "it, so a method with slower steps decays its rate faster per step)")
+    g.add_argument("--iterations", type=int, help="iteration budget (the schedule fits it; with --minutes, whichever "
+                   "ends first); to compare methods step for step, give them the same --iterations")
     g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
                    help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
     g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
