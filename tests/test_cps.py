@@ -12,7 +12,7 @@ from conftest import train_config
 from semiseg.engine import train
 from semiseg.losses import seg_loss
 from semiseg.methods import create_method
-from semiseg.methods.cps import CPSOptions, counts_dice, cps_weight, dice_counts, hard_agreement
+from semiseg.methods.cps import CPSOptions, cps_weight, hard_agreement
 from semiseg.nets import create_network
 from semiseg.utils import SemisegError
 
@@ -90,19 +90,6 @@ def test_gated_schedule_starts_the_ramp_where_the_gate_opened():
     assert cps_weight(o, 0.39, opened=0.4) == 0
     with pytest.raises(SemisegError, match="gate"):
         CPSOptions(gate=1.0)
-
-
-def test_dice_counts_known_values():
-    pred = torch.tensor([[0, 1, 1, 2, 2, 0]])
-    lab = torch.tensor([[0, 1, 0, 0, 0, 0]])
-    c = dice_counts(pred, lab, 3)
-    assert c.tolist() == [[1, 2, 1], [0, 2, 0]]
-    assert counts_dice(c) == pytest.approx(2 / 3)   # class 2 is absent from the labels: not counted
-    assert counts_dice(dice_counts(pred, torch.zeros_like(lab), 3)) is None
-    # counts of the parts of a batch add up to the counts of the whole batch (DDP ranks)
-    g = torch.Generator().manual_seed(1)
-    a, b = torch.randint(0, 3, (4, 5, 5), generator=g), torch.randint(0, 3, (4, 5, 5), generator=g)
-    assert torch.equal(dice_counts(a[:2], b[:2], 3) + dice_counts(a[2:], b[2:], 3), dice_counts(a, b, 3))
 
 
 def test_gate_keeps_training_supervised_until_the_labeled_dice_reaches_it():

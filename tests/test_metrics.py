@@ -4,11 +4,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from surface_distance import metrics as sd
 
 from semiseg.cli import main
 from semiseg.io import read_image, write_image
-from semiseg.metrics import binary_metrics, case_metrics, evaluate, parse_tolerance
+from semiseg.metrics import (binary_metrics, case_metrics, counts_dice, dice_counts, dice_per_class, evaluate,
+                             parse_tolerance)
 
 from conftest import geom
 
@@ -121,3 +123,19 @@ def test_geometry_mismatch_is_an_error(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "-q", "--workers", "1",
                  "--only-predicted"]) == 2
     assert "geometry differs" in capsys.readouterr().err
+
+
+def test_dice_counts_known_values():
+    pred = torch.tensor([[0, 1, 1, 2, 2, 0]])
+    lab = torch.tensor([[0, 1, 0, 0, 0, 0]])
+    c = dice_counts(pred, lab, 3)
+    assert c.tolist() == [[1, 2, 1], [0, 2, 0]]
+    assert counts_dice(c) == pytest.approx(2 / 3)   # class 2 is absent from the labels: not counted
+    assert counts_dice(dice_counts(pred, torch.zeros_like(lab), 3)) is None
+    # counts of the parts of a batch add up to the counts of the whole batch (DDP ranks)
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randint(0, 3, (4, 5, 5), generator=g), torch.randint(0, 3, (4, 5, 5), generator=g)
+    assert np.array_equal(dice_counts(a[:2], b[:2], 3) + dice_counts(a[2:], b[2:], 3), dice_counts(a, b, 3))
+    # the per-class Dice of validation is read off the same counts (NumPy in): NaN where both are empty
+    assert dice_per_class(pred.numpy(), lab.numpy(), 4)[:2] == pytest.approx([2 / 3, 0.0])
+    assert np.isnan(dice_per_class(pred.numpy(), lab.numpy(), 4)[2])

@@ -38,14 +38,30 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(p, g).sum()) / (sp + sg)
 
 
-def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list[float]:
-    """Hard Dice per foreground class; NaN where both are empty."""
-    out = []
+def dice_counts(pred, gt, n_classes: int) -> np.ndarray:
+    """(foreground classes, 3) float64: intersection, predicted and reference voxels of each class
+    over all of ``pred``/``gt`` (NumPy arrays or torch tensors, any device). Counts add up over the
+    parts of a batch, so they can be summed over DDP ranks before :func:`counts_dice`."""
+    rows = []
     for c in range(1, n_classes):
         p, g = pred == c, gt == c
-        s = p.sum() + g.sum()
-        out.append(float(2 * (p & g).sum() / s) if s else float("nan"))
-    return out
+        rows.append([float((p & g).sum()), float(p.sum()), float(g.sum())])
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def counts_dice(counts: np.ndarray, either: bool = False) -> float | None:
+    """Mean hard Dice over the classes of :func:`dice_counts` rows present in the reference (or,
+    with ``either``, in either map); None if no class is."""
+    present = counts[:, 2] > 0 if not either else counts[:, 1] + counts[:, 2] > 0
+    if not present.any():
+        return None
+    c = counts[present]
+    return float((2 * c[:, 0] / (c[:, 1] + c[:, 2])).mean())
+
+
+def dice_per_class(pred: np.ndarray, gt: np.ndarray, n_classes: int) -> list[float]:
+    """Hard Dice per foreground class; NaN where both are empty."""
+    return [2 * i / (p + g) if p + g else float("nan") for i, p, g in dice_counts(pred, gt, n_classes).tolist()]
 
 
 def mean_dice(per: list[list[float]]) -> tuple[float, list[float]]:

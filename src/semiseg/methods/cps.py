@@ -37,9 +37,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..losses import heads, main_output, seg_loss
+from ..metrics import counts_dice, dice_counts
 from ..utils import SemisegError, class_argmax
 from . import register_method
 
@@ -80,29 +82,9 @@ def cps_weight(o: CPSOptions, progress: float, opened: float | None = None) -> f
     return o.lambda_max * min(1.0, (progress - start) / o.ramp)
 
 
-def dice_counts(pred: torch.Tensor, label: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """(foreground classes, 3) float64: intersection, predicted and labeled voxels of each class
-    over the whole batch; counts add up over the parts of a batch (DDP ranks)."""
-    rows = []
-    for c in range(1, n_classes):
-        p, g = pred == c, label == c
-        rows.append([float((p & g).sum()), float(p.sum()), float(g.sum())])
-    return torch.tensor(rows, dtype=torch.float64).reshape(-1, 3)
-
-
-def counts_dice(counts: torch.Tensor, present_in: str = "label") -> float | None:
-    """Mean hard Dice over the classes of :func:`dice_counts` rows present in the labels (or in
-    ``"either"`` map); None if no class is."""
-    present = (counts[:, 2] > 0) if present_in == "label" else (counts[:, 1] + counts[:, 2] > 0)
-    if not bool(present.any()):
-        return None
-    c = counts[present]
-    return float((2 * c[:, 0] / (c[:, 1] + c[:, 2])).mean())
-
-
 def hard_agreement(a: torch.Tensor, b: torch.Tensor, n_classes: int) -> float:
     """Mean foreground Dice between two label maps (classes present in either; 1.0 if none is)."""
-    d = counts_dice(dice_counts(a, b, n_classes), present_in="either")
+    d = counts_dice(dice_counts(a, b, n_classes), either=True)
     return 1.0 if d is None else d
 
 
@@ -136,12 +118,12 @@ class CPS:
         when it reaches ``gate`` (after the wait). Summed over ranks, so every rank opens together."""
         if self.opened is not None:
             return
-        counts = torch.cat([dice_counts(p1[:n_lab], label, n_cls), dice_counts(p2[:n_lab], label, n_cls)])
+        counts = np.concatenate([dice_counts(p1[:n_lab], label, n_cls), dice_counts(p2[:n_lab], label, n_cls)])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             dev = label.device if label.device.type == "cuda" else torch.device("cpu")
-            counts = counts.to(dev)
-            torch.distributed.all_reduce(counts)
-            counts = counts.cpu()
+            t = torch.from_numpy(counts).to(dev)
+            torch.distributed.all_reduce(t)
+            counts = t.cpu().numpy()
         q = counts_dice(counts)
         if q is not None:
             self.quality = 0.9 * self.quality + 0.1 * q
