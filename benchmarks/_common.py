@@ -35,7 +35,7 @@ def machine() -> str:
     import os
 
     if not _SPEED:
-        from semiseg.profile import conv_throughput
+        from semiseg.utils.profile import conv_throughput
 
         _SPEED.append(conv_throughput())
     return f"{platform.machine()} {os.cpu_count()} cores, conv {_SPEED[0]:.0f} GFLOP/s"
@@ -101,9 +101,10 @@ def val_images(dataset: str, work: Path) -> Path:
 
 def case_images(dataset: str, ids: list, folder: Path) -> Path:
     """A folder of links to the images of ``ids`` of a dataset of ../shared/data."""
-    from semiseg.dataset import Dataset, link_case_images
+    from semiseg.data.checking import load_dataset
+    from semiseg.data.dataset import link_case_images
 
-    return link_case_images(Dataset.load(DATA / dataset), ids, folder)
+    return link_case_images(load_dataset(DATA / dataset), ids, folder)
 
 
 def predict_and_score(runs: list, dataset: str, imgs: Path, pred: Path, profile: Path, tolerance: str = "2",

@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--patch", type=int, nargs="+", default=None, help="patch size for every variant")
     ap.add_argument("--student", action="store_true", help="on the student plan (train_bounds.py --student's work folder)")
     a = ap.parse_args()
-    from semiseg.profile import ResourceSampler
+    from semiseg.utils.profile import ResourceSampler
 
     ds = DATA / a.dataset
     work = work_dir(a.dataset, a.student)

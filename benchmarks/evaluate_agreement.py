@@ -15,12 +15,12 @@ import shutil
 import time
 
 import numpy as np
+from _common import DATA, HERE, append_rows
 from scipy import ndimage
 from surface_distance import metrics as sd
 
-from _common import DATA, HERE, append_rows
-from semiseg.io import read_image, write_image
-from semiseg.metrics import evaluate
+from semiseg.data.io import read_image, write_image
+from semiseg.evaluation.metrics import evaluate
 
 
 def perturb(lab: np.ndarray, rng) -> np.ndarray:

@@ -30,7 +30,7 @@ def main():
     a = ap.parse_args()
     import torch
 
-    from semiseg.synthetic import make_synthetic_dataset
+    from semiseg.data.synthetic import make_synthetic_dataset
 
     root = HERE / "_work" / "kill_resume"
     shutil.rmtree(root, ignore_errors=True)

@@ -22,6 +22,7 @@ from _common import DATA, HERE, append_csv
 def one(plans_path: str, config: str, iters: int) -> dict:
     import torch
     from monai.losses import DiceCELoss
+
     from semiseg.nets import create_network
 
     torch.set_num_threads(os.cpu_count() or 1)

@@ -41,7 +41,7 @@ print(t.output_folder_base)
 
 
 def timed(cmd, env=None):
-    from semiseg.profile import ResourceSampler
+    from semiseg.utils.profile import ResourceSampler
 
     with ResourceSampler() as s:
         p = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -21,7 +21,7 @@ def main():
     ap.add_argument("--dataset", default="LA")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    from semiseg.profile import ResourceSampler
+    from semiseg.utils.profile import ResourceSampler
 
     work = HERE / "_work" / f"preprocess_{a.dataset}"
     res = {"plan": [], "preprocess": []}

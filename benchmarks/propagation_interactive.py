@@ -20,7 +20,6 @@ import statistics
 import time
 
 import numpy as np
-
 from _common import DATA, HERE, append_csv, append_rows, prepared_work, sh
 
 
@@ -35,14 +34,15 @@ def main():
     ap.add_argument("--max-cases", type=int, default=None)
     ap.add_argument("train_args", nargs="*", help="after --: more `semiseg train` arguments")
     a = ap.parse_args()
-    import torch
 
-    from semiseg.dataset import Dataset, read_case_image, read_case_label
-    from semiseg.infer import load_run
-    from semiseg.metrics import dice_per_class
-    from semiseg.profile import ResourceSampler
-    from semiseg.propagate import propagate_case, uniform_slices
-    from semiseg.propagate.baselines import nearest_slice, shape_interpolation
+    from semiseg.data.checking import load_dataset
+    from semiseg.data.dataset import read_case_image, read_case_label
+    from semiseg.evaluation.metrics import dice_per_class
+    from semiseg.inference import load_run
+    from semiseg.propagation.baselines import nearest_slice, shape_interpolation
+    from semiseg.propagation.core import uniform_slices
+    from semiseg.propagation.files import propagate_case
+    from semiseg.utils.profile import ResourceSampler
 
     ds_dir = DATA / a.dataset
     work = prepared_work(a.dataset)
@@ -59,7 +59,7 @@ def main():
     model = load_run(run, "best")
     axis = model.cfg["slice_axis"]
     params = sum(p.numel() for p in model.nets[0].parameters())
-    dataset = Dataset.load(ds_dir)
+    dataset = load_dataset(ds_dir)
     names = {v: k for k, v in dataset.labels.items() if isinstance(v, int) and v > 0}
     n_cls = dataset.num_classes
     val = json.loads((run / "split.json").read_text())["val"][: a.max_cases]

@@ -19,9 +19,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
-
 from _common import DATA, HERE, append_rows, case_images, sh
+from scipy.stats import spearmanr
 
 
 def main():
@@ -33,7 +32,7 @@ def main():
     ap.add_argument("--select", default="top:0.5")
     ap.add_argument("--scores", default="consensus,consensus_3d,entropy")
     a = ap.parse_args()
-    from semiseg.selection import select_cases
+    from semiseg.pseudolabels.selection import select_cases
 
     ds = DATA / a.dataset
     run0 = Path(a.runs[0].split("@")[0])

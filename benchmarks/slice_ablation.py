@@ -41,7 +41,7 @@ def main():
     ap.add_argument("--patch-size", default="160,160", help="2D patch (in-plane) of every row")
     ap.add_argument("--batch-size", type=int, default=8, help="labeled slices per batch (CPS adds as many unlabeled)")
     a = ap.parse_args()
-    from semiseg.dataset import Dataset
+    from semiseg.data.checking import load_dataset
 
     ds_dir = DATA / a.dataset
     work = prepared_work(a.dataset)
@@ -105,17 +105,17 @@ def main():
         if 5 in want:
             stcn = a.stcn_run or runs / f"{a.dataset}-{a.subset}-stcn-s0"
             ss = json.loads(open(f"{stcn}/summary.json").read())
-            dataset = Dataset.load(ds_dir)
+            dataset = load_dataset(ds_dir)
             val = json.loads((r4 / "split.json").read_text())["val"]
             pred = runs / f"{base}-r5-pred"
             shutil.rmtree(pred, ignore_errors=True)
             pred.mkdir(parents=True)
             secs = []
-            from semiseg.dataset import read_case_image
-            from semiseg.infer import load_run
-            from semiseg.io import write_image
-            from semiseg.profile import ResourceSampler
-            from semiseg.propagate import propagate_auto
+            from semiseg.data.dataset import read_case_image
+            from semiseg.data.io import write_image
+            from semiseg.inference import load_run
+            from semiseg.propagation.files import propagate_auto
+            from semiseg.utils.profile import ResourceSampler
 
             with ResourceSampler() as sampler:
                 stcn_model, refs = load_run(stcn), [load_run(r4)]  # once: seconds per case are propagation's

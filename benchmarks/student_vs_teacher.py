@@ -33,7 +33,7 @@ def main():
     ap.add_argument("--predict-only", action="store_true", help="score the existing student again")
     ap.add_argument("train_args", nargs="*")
     a = ap.parse_args()
-    from semiseg.profile import ResourceSampler
+    from semiseg.utils.profile import ResourceSampler
 
     ds = DATA / a.dataset
     work = prepared_work(a.dataset, student=True)

@@ -47,7 +47,7 @@ def main():
     ap.add_argument("train_args", nargs="*", help="extra `semiseg train` flags (after --); with --predict-only "
                     "or --resume they only name the flags of a run whose folder has no bench_args.json")
     a = ap.parse_args()
-    from semiseg.profile import ResourceSampler
+    from semiseg.utils.profile import ResourceSampler
 
     ds = DATA / a.dataset
     work = prepared_work(a.dataset, student=a.student)

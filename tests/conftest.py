@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semiseg.io import Geometry, write_image
+from semiseg.data.io import Geometry, write_image
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -81,7 +81,7 @@ def tiny_work(tmp_path) -> Path:
 
 def train_config(**kw):
     """A fast configuration for tests: tiny network, fp32, no loader process."""
-    from semiseg.config import TrainConfig
+    from semiseg.training import TrainConfig
 
     base = dict(iterations=4, network_options={"base_features": 4}, amp="off", workers=0, val_every=100,
                 log_every=1)

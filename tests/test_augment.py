@@ -3,7 +3,7 @@ image and label aligned, and intensity operations do what they say."""
 import numpy as np
 import torch
 
-from semiseg.augment import AugmentConfig, draw, extract, intensity
+from semiseg.training.augmentation import AugmentConfig, draw, extract, intensity
 
 
 def _case():

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from semiseg.checking import check_dataset
-from semiseg.cli import main
-from semiseg.io import read_image, write_image
-
 from conftest import geom, make_dataset
+
+from semiseg.cli import main
+from semiseg.data.checking import check_dataset
+from semiseg.data.io import read_image, write_image
 
 
 def _rewrite(path, fn):

@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from semiseg.cli import main
 
 
@@ -53,19 +55,31 @@ def test_top_level_api_matches_the_cli(tiny, tmp_path):
     assert planning.load_plans(tmp_path / "w")["target_spacing"] == p["target_spacing"]
 
 
-def test_cli_lists_every_registered_method_and_network():
-    from semiseg.cli import METHODS, NETWORKS
+def test_cli_choices_come_from_the_registries(capsys):
+    from semiseg.cli import build_parser
     from semiseg.methods import available_methods
     from semiseg.nets import available
 
-    assert sorted(METHODS) == sorted(available_methods())
-    assert sorted(NETWORKS) == sorted(available())
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    method = next(a for a in train._actions if a.dest == "method")
+    assert sorted(method.choices) == sorted(available_methods()) and {"supervised", "cps", "stcn"} <= set(method.choices)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for n in available():
+        assert n in out
+    # each method's options dataclass made its flags
+    assert "--cps-lambda" in out and "--cps-unlabeled-only" in out and "--stcn-crop" in out
 
 
 def test_train_option_errors_are_clean(tiny, tmp_path, capsys):
     w = tmp_path / "w"
-    assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--partner-options", "{bad", "-q"]) == 2
+    assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--method", "cps",
+                 "--partner-options", "{bad", "-q"]) == 2
     assert "--partner-options: not JSON" in capsys.readouterr().err
     assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--cps-lambda", "1", "-q"]) == 2
-    assert "supervised training takes no method options" in capsys.readouterr().err
+    assert "--cps-lambda is an option of --method cps, not of --method supervised" in capsys.readouterr().err
+    assert main(["train", str(w), "-o", str(tmp_path / "r"), "--iterations", "1", "--method", "cps",
+                 "--method-options", '{"lamda_max": 1}', "-q"]) == 2
+    assert "method 'cps' has no option 'lamda_max'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from semiseg.config import TrainConfig
+from semiseg.training import TrainConfig
 from semiseg.utils import SemisegError
 
 

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import train_config
-from semiseg.engine import train
-from semiseg.losses import seg_loss
+
 from semiseg.methods import create_method
 from semiseg.methods.cps import CPSOptions, cps_weight, hard_agreement
+from semiseg.methods.losses import seg_loss
 from semiseg.nets import create_network
+from semiseg.training import train
 from semiseg.utils import SemisegError
 
 CFG3 = {"patch_size": [16, 16, 16], "n_stages": 3, "pool_kernels": [[2, 2, 2], [2, 2, 2]],
@@ -43,7 +43,7 @@ def _pair(**opts):
     cfg = train_config(method="cps", method_options=opts)
     m = create_method("cps", cfg)
     torch.manual_seed(0)
-    nets = {k: create_network(s["network"], CFG3, 1, 3, **s["options"]) for k, s in m.networks().items()}
+    nets = {k: create_network(s.network, CFG3, 1, 3, **s.options) for k, s in m.networks().items()}
     for n in nets.values():
         n.train()
     return m, nets
@@ -139,10 +139,12 @@ def test_heterogeneous_pair_cnn_and_transformer():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(SemisegError, match="cps method options"):
+    with pytest.raises(SemisegError, match="method 'cps' has no option 'lamda' \\(its options: partner, "):
         create_method("cps", train_config(method="cps", method_options={"lamda": 1}))
-    with pytest.raises(SemisegError, match="no method options"):
+    with pytest.raises(SemisegError, match="method 'supervised' has no option 'lambda_max' \\(it takes none\\)"):
         create_method("supervised", train_config(method_options={"lambda_max": 1}))
+    with pytest.raises(SemisegError, match="CPS memory mode"):
+        create_method("cps", train_config(method="cps", method_options={"memory": "both"}))
 
 
 def _rows(run):
@@ -150,7 +152,7 @@ def _rows(run):
 
 
 def test_cps_run_end_to_end(tiny_work, tmp_path):
-    from semiseg.infer import load_run, predict_folder
+    from semiseg.inference import load_run, predict_folder
 
     split = json.loads((tiny_work / "split.json").read_text())
     run = tmp_path / "cps"

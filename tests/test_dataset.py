@@ -2,11 +2,11 @@
 import json
 
 import pytest
-
-from semiseg.dataset import Dataset, read_case_list
-from semiseg.utils import SemisegError
-
 from conftest import make_dataset
+
+from semiseg.data.checking import load_dataset
+from semiseg.data.dataset import read_case_list
+from semiseg.utils import SemisegError
 
 
 def test_labeled_n_follows_split_order(tmp_path):
@@ -14,7 +14,7 @@ def test_labeled_n_follows_split_order(tmp_path):
     s = json.loads((root / "splits.json").read_text())
     s[0]["train"] = list(reversed(s[0]["train"]))  # the split's order, not sorted order, decides
     (root / "splits.json").write_text(json.dumps(s))
-    ds = Dataset.load(root)
+    ds = load_dataset(root)
     sp = ds.split(labeled=2)
     assert sp.labeled == s[0]["train"][:2]
     assert sp.unlabeled == s[0]["train"][2:]
@@ -23,7 +23,7 @@ def test_labeled_n_follows_split_order(tmp_path):
 
 def test_default_is_every_case_with_a_label(tmp_path):
     root = make_dataset(tmp_path / "D", n=6, n_labeled=4, n_val=1)
-    sp = Dataset.load(root).split()
+    sp = load_dataset(root).split()
     assert sp.labeled == ["CASE_000", "CASE_001", "CASE_002"]
     assert sp.unlabeled == ["CASE_004", "CASE_005"]  # no label files
     assert sp.val == ["CASE_003"]
@@ -31,7 +31,7 @@ def test_default_is_every_case_with_a_label(tmp_path):
 
 def test_labeled_list_formats(tmp_path):
     root = make_dataset(tmp_path / "D", n=6)
-    ds = Dataset.load(root)
+    ds = load_dataset(root)
     (tmp_path / "l.txt").write_text("# mine\nCASE_002\nCASE_000\n")
     assert ds.split(labeled_list=tmp_path / "l.txt").labeled == ["CASE_002", "CASE_000"]
     (tmp_path / "l.json").write_text(json.dumps({"labeled_1 (x%)": ["CASE_001"], "labeled_2": ["CASE_001", "CASE_002"]}))
@@ -48,12 +48,12 @@ def test_labeled_list_formats(tmp_path):
 
 def test_too_many_labeled(tiny):
     with pytest.raises(SemisegError, match="--labeled 9"):
-        Dataset.load(tiny).split(labeled=9)
+        load_dataset(tiny).split(labeled=9)
 
 
 def test_without_splits_json_validation_is_seeded(tmp_path):
     root = make_dataset(tmp_path / "D", n=10, splits=False)
-    a, b = Dataset.load(root).split(), Dataset.load(root).split()
+    a, b = load_dataset(root).split(), load_dataset(root).split()
     assert a.val == b.val and len(a.val) == 2
     assert not set(a.val) & set(a.labeled)
 
@@ -64,7 +64,7 @@ def test_regions_and_classes(tmp_path):
     m["labels"] = {"background": 0, "whole": [1, 2], "core": [2]}
     m["regions_class_order"] = [1, 2]
     (root / "dataset.json").write_text(json.dumps(m))
-    ds = Dataset.load(root)
+    ds = load_dataset(root)
     assert ds.has_regions and ds.regions() == {"whole": [1, 2], "core": [2]}
     assert ds.num_classes == 3
 
@@ -73,7 +73,7 @@ def test_load_raises_on_structural_error(tmp_path):
     root = make_dataset(tmp_path / "D", channels=2)
     (root / "imagesTr" / "CASE_000_0001.nii.gz").unlink()
     with pytest.raises(SemisegError, match="missing channel 1 of case CASE_000"):
-        Dataset.load(root)
+        load_dataset(root)
 
 
 def test_read_case_list_rejects_duplicates(tmp_path):
@@ -85,8 +85,8 @@ def test_read_case_list_rejects_duplicates(tmp_path):
 def test_read_label_file_checks_values_and_geometry(tmp_path):
     import numpy as np
 
-    from semiseg.dataset import read_label_file
-    from semiseg.io import Geometry, write_image
+    from semiseg.data.dataset import read_label_file
+    from semiseg.data.io import Geometry, write_image
 
     g = Geometry((2.0, 1.0, 1.0), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
     lab = np.zeros((3, 4, 5), np.int16)

@@ -10,9 +10,10 @@ import time
 
 import pytest
 import torch
-
 from conftest import train_config
-from semiseg.engine import learning_rate, train
+
+from semiseg.training import train
+from semiseg.training.budget import learning_rate
 from semiseg.utils import SemisegError
 
 
@@ -57,16 +58,17 @@ def _cli(*args):
     return [sys.executable, "-m", "semiseg", "train", *map(str, args)]
 
 
-STCN_ARGS = ["--config", "2d", "--method-options", '{"crop": 16}', "--network-options", '{"width": 8}']  # the propagation network: its own triplet batches and validation
+# the propagation network: its own triplet batches and validation
+STCN_ARGS = ["--config", "2d", "--method-options", '{"crop": 16}', "--network-options", '{"width": 8}']
 
 
 @pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn"])
 def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
     gate = method == "cps-gate"  # the gate's running Dice must come back from the checkpoint
     method = "cps" if gate else method
-    common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--base-features", 4, "--amp", "off", "--workers", 1,
+    common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--amp", "off", "--workers", 1,
               "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else []) + \
-        (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else [])
+        (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else ["--base-features", 4])
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
     run = tmp_path / "killed"
@@ -104,8 +106,10 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
 def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     gate = method == "cps-gate"  # the ranks count the labeled Dice together and open the gate together
     method = "cps" if gate else method
-    common = ["--iterations", 4 if gate else 3, "--val-every", 100, "--base-features", 4, "--amp", "off",
+    common = ["--iterations", 4 if gate else 3, "--val-every", 100, "--amp", "off",
               "--workers", 0, "--batch-size", 4, "--no-augment", "-q", "--method", method]
+    if method != "stcn":
+        common += ["--base-features", 4]
     if method == "cps":  # 2 labeled + 2 unlabeled per rank, lambda on from the first step
         common += ["--labeled", 2, "--unlabeled-batch", 4, "--cps-ramp", 0] + \
             (["--cps-gate", 0.01, "--log-every", 1] if gate else [])
@@ -135,7 +139,7 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
 
 
 def test_validation_takes_at_most_a_fifth_of_a_time_budget():
-    from semiseg.engine import validation_gap
+    from semiseg.training.budget import validation_gap
 
     assert validation_gap(1800, 30) == 180  # cheap validation: every tenth of the budget
     assert validation_gap(1800, 60) == 240  # slow: 60 s of validation per 240 s of training

@@ -1,12 +1,11 @@
 """Image IO keeps geometry, catches truncation and NaN, and writes atomically."""
 import numpy as np
 import pytest
-
-from semiseg import io as sio
-from semiseg.io import Geometry, read_image, write_image
-from semiseg.utils import SemisegError, atomic_path
-
 from conftest import geom
+
+from semiseg.data import io as sio
+from semiseg.data.io import Geometry, read_image, write_image
+from semiseg.utils import SemisegError, atomic_path
 
 
 @pytest.mark.parametrize("ending", [".nii.gz", ".nii", ".nrrd", ".mha"])

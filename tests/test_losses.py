@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from semiseg.losses import deep_supervision_weights, dice_ce, seg_loss, soft_dice_loss
+from semiseg.methods.losses import deep_supervision_weights, dice_ce, seg_loss, soft_dice_loss
 
 
 def test_soft_dice_perfect_and_wrong():

@@ -5,14 +5,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import geom
 from surface_distance import metrics as sd
 
 from semiseg.cli import main
-from semiseg.io import read_image, write_image
-from semiseg.metrics import (binary_metrics, case_metrics, counts_dice, dice_counts, dice_per_class, evaluate,
-                             parse_tolerance)
-
-from conftest import geom
+from semiseg.data.io import read_image, write_image
+from semiseg.evaluation.metrics import (
+    binary_metrics,
+    case_metrics,
+    counts_dice,
+    dice_counts,
+    dice_per_class,
+    evaluate,
+    parse_tolerance,
+)
 
 
 def _shapes(rng, shape=(30, 40, 36)):

@@ -3,12 +3,14 @@ import json
 
 import numpy as np
 import pytest
-
-from semiseg.planning import (Budget, estimate_cost, forced_inference_spacing, parse_windows, plan,
-                          plan_configuration, target_spacing, unet_topology)
-from semiseg.utils import SemisegError
-
 from conftest import make_dataset
+
+from semiseg.planning import plan
+from semiseg.planning.cost import Budget, estimate_cost, plan_configuration
+from semiseg.planning.normalization import parse_windows
+from semiseg.planning.spacing import forced_inference_spacing, target_spacing
+from semiseg.planning.topology import unet_topology
+from semiseg.utils import SemisegError
 
 
 def test_target_spacing_median_and_anisotropic_rule():
@@ -102,9 +104,9 @@ def test_forced_spacing_rule_seed003():
 
 
 def test_plan_names_a_label_that_does_not_fit_its_image(tiny, tmp_path):
-    from semiseg.io import read_image, write_image
-
     from conftest import geom
+
+    from semiseg.data.io import read_image, write_image
 
     p = tiny / "labelsTr" / "CASE_001.nii.gz"
     a, g = read_image(p)
@@ -115,7 +117,7 @@ def test_plan_names_a_label_that_does_not_fit_its_image(tiny, tmp_path):
 
 def test_student_plan(tmp_path):
     """seed 002's student: 1.5x coarser spacing, half the widths, at most 256, inference step 0.8."""
-    from semiseg.infer import Model, model_step
+    from semiseg.inference.runs import Model, model_step
 
     ds = make_dataset(tmp_path / "D", n=3, shape=(12, 24, 24))
     t = plan(ds, tmp_path / "t", progress=False, workers=1)
@@ -137,7 +139,7 @@ def test_student_plan(tmp_path):
 
 def test_ct_windows_map_hounsfield_units_to_three_channels(tmp_path):
     """A CT-like volume in HU (air, fat, soft tissue, bone) through the abdomen/chest/bone windows."""
-    from semiseg.preprocessing import normalize
+    from semiseg.preprocessing.normalize import normalize
 
     root = make_dataset(tmp_path / "CT", channel_name="CT")
     p = plan(root, tmp_path / "w", ct_windows="abdomen,chest,bone", progress=False, workers=1)

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import geom, train_config
-from semiseg.engine import train
-from semiseg.infer import keep_largest_component, predict_folder, probs_to_original, sliding_window_probs
-from semiseg.io import read_image, write_image
+
+from semiseg.data.io import read_image, write_image
+from semiseg.inference.predict import predict_folder
+from semiseg.inference.sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
+from semiseg.training import train
 from semiseg.utils import SemisegError
 
 

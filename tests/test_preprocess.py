@@ -3,13 +3,13 @@ import json
 
 import numpy as np
 import pytest
-
-from semiseg import io as sio
-from semiseg import preprocessing as pp
-from semiseg.planning import plan
-from semiseg.preprocessing import load_case, preprocess, resample_label, restore_label
-
 from conftest import make_dataset
+
+from semiseg.data import io as sio
+from semiseg.planning import plan
+from semiseg.preprocessing import cache as pp
+from semiseg.preprocessing import load_case, preprocess, resampling, restore_label
+from semiseg.preprocessing.resampling import resample_label
 
 
 def _dice(a, b, c):
@@ -64,9 +64,9 @@ def test_resample_label_keeps_small_classes():
 
 def test_anisotropic_resampling_uses_separate_z():
     data = np.random.default_rng(0).normal(size=(1, 6, 32, 32)).astype(np.float32)
-    out = pp.resample_image(data, (6, 16, 16), [5.0, 1, 1], [5.0, 2, 2])
+    out = resampling.resample_image(data, (6, 16, 16), [5.0, 1, 1], [5.0, 2, 2])
     assert out.shape == (1, 6, 16, 16)
-    out = pp.resample_image(data, (12, 32, 32), [5.0, 1, 1], [2.5, 1, 1])
+    out = resampling.resample_image(data, (12, 32, 32), [5.0, 1, 1], [2.5, 1, 1])
     np.testing.assert_array_equal(out[0, 0], data[0, 0])  # nearest along z: slices are copied
 
 
@@ -103,7 +103,7 @@ def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):
         opened.append(str(path))
         return real(path, *a, **k)
 
-    import semiseg.dataset as sds
+    import semiseg.data.dataset as sds
     monkeypatch.setattr(sds, "read_image", spy)  # every case read (plan and preprocess) goes through it
     work = tmp_path / "w"
     p = plan(root, work, labeled=2, progress=False, workers=1)

@@ -1,7 +1,7 @@
 """The resource sampler measures runs shorter than its sampling interval too (FLARE areas)."""
 import time
 
-from semiseg.profile import ResourceSampler
+from semiseg.utils.profile import ResourceSampler
 
 
 def test_short_run_has_areas():

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from semiseg.losses import bootstrapped_bce, lovasz_hinge
+from semiseg.methods.losses import bootstrapped_bce, lovasz_hinge
 from semiseg.nets.stcn import STCN
-from semiseg.propagate import annotated_slices, fuse, propagate, uniform_slices
-from semiseg.propagate.baselines import nearest_slice, shape_interpolation
+from semiseg.propagation.baselines import nearest_slice, shape_interpolation
+from semiseg.propagation.core import annotated_slices, fuse, propagate, uniform_slices
 from semiseg.utils import SemisegError
 
 
@@ -118,7 +118,7 @@ def test_propagate_keeps_annotations_and_checks_inputs():
 
 
 def test_triplets_are_deterministic_and_start_on_the_object(tiny_work):
-    from semiseg.propagate.triplets import TripletBatches
+    from semiseg.propagation.triplets import TripletBatches
 
     split = json.loads((tiny_work / "split.json").read_text())
     ds = TripletBatches(tiny_work, split["labeled"], 0, 4, seed=3, crop=16, max_skip=3)
@@ -136,8 +136,7 @@ def test_triplets_are_deterministic_and_start_on_the_object(tiny_work):
 
 @pytest.fixture
 def stcn_run(tiny_work, tmp_path):
-    from semiseg.config import TrainConfig
-    from semiseg.engine import train
+    from semiseg.training import TrainConfig, train
 
     cfg = TrainConfig(configuration="2d", method="stcn", iterations=6, val_every=3, workers=0,
                       method_options={"crop": 16, "val_slices": 2}, network_options={"width": 8})
@@ -147,8 +146,7 @@ def stcn_run(tiny_work, tmp_path):
 
 
 def test_stcn_method_logs_and_refuses_bad_setups(tiny_work, tmp_path, stcn_run):
-    from semiseg.config import TrainConfig
-    from semiseg.engine import train
+    from semiseg.training import TrainConfig, train
 
     rows = (stcn_run / "metrics.csv").read_text().splitlines()
     assert "loss_lovasz" in rows[0] and "val_dice" in rows[0]
@@ -157,13 +155,13 @@ def test_stcn_method_logs_and_refuses_bad_setups(tiny_work, tmp_path, stcn_run):
         train(tiny_work, tmp_path / "c", TrainConfig(method="stcn", iterations=1, workers=0), progress=False)
     from semiseg.methods import create_method
 
-    with pytest.raises(SemisegError, match="stcn method options"):
+    with pytest.raises(SemisegError, match="method 'stcn' has no option 'nope'"):
         create_method("stcn", TrainConfig(method="stcn", iterations=1, method_options={"nope": 1}))
 
 
 def test_propagate_cli_writes_the_image_geometry(tiny_work, stcn_run, tmp_path):
     from semiseg.cli import main
-    from semiseg.io import read_image, write_image
+    from semiseg.data.io import read_image, write_image
 
     ds = Path(json.loads((tiny_work / "plans.json").read_text())["dataset_path"])
     img = ds / "imagesTr" / "CASE_005_0000.nii.gz"
@@ -198,7 +196,7 @@ def test_choose_references_rules():
     m[6][:3, :3] = 1           # class 1: 9 px (its largest)
     m[6][3, :] = 2             # class 2: 4 px
     m[9][:, :] = 2             # class 2: 16 px (its largest)
-    from semiseg.propagate import choose_references
+    from semiseg.propagation.core import choose_references
 
     assert choose_references(m, "largest", 2) == [6, 9]
     assert choose_references(m, "largest", 10) == [3, 6, 9]  # never an empty slice
@@ -209,9 +207,8 @@ def test_choose_references_rules():
 
 def test_automatic_propagation_cli(tiny_work, stcn_run, tmp_path):
     from semiseg.cli import main
-    from semiseg.config import TrainConfig
-    from semiseg.engine import train
-    from semiseg.io import read_image
+    from semiseg.data.io import read_image
+    from semiseg.training import TrainConfig, train
 
     ref = tmp_path / "ref2d"
     train(tiny_work, ref, TrainConfig(configuration="2d", iterations=3, val_every=0, workers=0, slice_position=True,
@@ -233,12 +230,12 @@ def test_automatic_propagation_cli(tiny_work, stcn_run, tmp_path):
 
 
 def test_slice_networks_and_positional_encoding(tiny_work):
-    from semiseg.config import TrainConfig
-    from semiseg.infer import sliding_window_probs
+    from semiseg.inference.sliding_window import sliding_window_probs
     from semiseg.nets import create_network
     from semiseg.planning import load_plans
     from semiseg.preprocessing import load_case
-    from semiseg.sampling import PatchBatches
+    from semiseg.training import TrainConfig
+    from semiseg.training.sampling import PatchBatches
 
     torch.manual_seed(0)
     for name in ("deeplabv3plus", "transunet"):

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import train_config
-from semiseg.pseudolabel import consensus_scores, lowest_resolution_axis, mean_entropy, pseudolabel_folder
+
+from semiseg.planning.spacing import lowest_resolution_axis
+from semiseg.pseudolabels.pseudolabel import consensus_scores, mean_entropy, pseudolabel_folder
 from semiseg.utils import SemisegError
 
 
@@ -35,8 +36,8 @@ def test_entropy_and_slice_axis():
 
 
 def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
-    from semiseg.engine import train
-    from semiseg.io import read_image
+    from semiseg.data.io import read_image
+    from semiseg.training import train
 
     split = json.loads((tiny_work / "split.json").read_text())
     run = tmp_path / "cps"

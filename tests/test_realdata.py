@@ -1,9 +1,8 @@
 """`semiseg check` on the real datasets in ../shared/data (skipped when absent)."""
 import pytest
-
-from semiseg.checking import check_dataset
-
 from conftest import SHARED_DATA
+
+from semiseg.data.checking import check_dataset
 
 DATASETS = ["LA", "ACDC", "BraTS-mini", "CHAOS-MR"]
 

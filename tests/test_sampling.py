@@ -4,8 +4,8 @@ import json
 import numpy as np
 import torch
 
-from semiseg.augment import AugmentConfig
-from semiseg.sampling import PatchBatches, batch_loader
+from semiseg.training.augmentation import AugmentConfig
+from semiseg.training.sampling import PatchBatches, batch_loader
 
 
 def _ds(work, **kw):

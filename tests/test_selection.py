@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import train_config
-from semiseg.selection import parse_select, select_cases
+
+from semiseg.pseudolabels.selection import parse_select, select_cases
 from semiseg.utils import SemisegError
 
 SCORES = {"a": 0.9, "b": 0.5, "c": 0.95, "d": 0.7}
@@ -45,7 +45,7 @@ def _pseudo_dir(tiny_work, tmp_path, ids, scores):
 
 
 def test_train_on_selected_pseudo_labels(tiny_work, tmp_path):
-    from semiseg.engine import train
+    from semiseg.training import train
 
     split = json.loads((tiny_work / "split.json").read_text())
     lab, rest = split["labeled"][:2], split["labeled"][2:]     # 3 cases become unlabeled
@@ -73,8 +73,8 @@ def test_train_on_selected_pseudo_labels(tiny_work, tmp_path):
 
 
 def test_bad_pseudo_labels_are_refused(tiny_work, tmp_path):
-    from semiseg.engine import train
-    from semiseg.io import read_image, write_image
+    from semiseg.data.io import read_image, write_image
+    from semiseg.training import train
 
     split = json.loads((tiny_work / "split.json").read_text())
     lab, rest = split["labeled"][:2], split["labeled"][2:]
@@ -97,7 +97,7 @@ def test_bad_pseudo_labels_are_refused(tiny_work, tmp_path):
 
 
 def test_empty_pseudo_labels_are_never_selected(tmp_path):
-    from semiseg.selection import read_scores
+    from semiseg.pseudolabels.selection import read_scores
 
     (tmp_path / "scores.csv").write_text("case,members,consensus,foreground_voxels\na,2,1.0,0\nb,2,0.8,50\n")
     assert read_scores(tmp_path) == {"b": 0.8}

@@ -3,10 +3,10 @@ import csv
 import json
 
 import pytest
-
 from conftest import train_config
-from semiseg.selftrain import selftrain
+
 from semiseg.utils import SemisegError
+from semiseg.workflows.selftrain import selftrain
 
 
 def test_selftrain_rounds_stop_and_resume(tiny_work, tmp_path):
@@ -33,7 +33,7 @@ def test_selftrain_rounds_stop_and_resume(tiny_work, tmp_path):
 
 
 def test_selftrain_from_an_existing_run_and_resume_of_a_killed_round(tiny_work, tmp_path):
-    from semiseg.engine import train
+    from semiseg.training import train
 
     split = json.loads((tiny_work / "split.json").read_text())
     cfg = train_config(labeled=split["labeled"][:2], iterations=2)

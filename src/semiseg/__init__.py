@@ -9,22 +9,24 @@ The Python API has the shape of the command line (each subcommand is a thin laye
     summary = semiseg.evaluate("PRED", "GT")     # semiseg evaluate PRED GT
     semiseg.demo("semiseg_demo")                 # semiseg demo
 
-Modules: ``io`` (images + geometry), ``dataset`` (nnU-Net raw layout, splits), ``checking``,
-``planning`` (fingerprint, plans.json), ``preprocessing`` (cache, inverse mapping), ``metrics``
-(DSC/NSD/HD95/ASD, evaluate), ``profile`` (time/memory sampling), ``synthetic`` (phantoms, demo).
-The API functions are imported lazily so that ``semiseg --help`` stays fast.
+The packages follow the pipeline, each importing only those below it (checked by import-linter):
+``cli`` > ``workflows`` > ``training`` > ``pseudolabels`` | ``methods`` > ``propagation`` >
+``inference`` > ``nets`` > ``preprocessing`` | ``evaluation`` > ``planning`` > ``data`` > ``utils``.
+The API functions are imported on first use so that ``import semiseg`` stays light.
 """
 __version__ = "0.1.0"
 
 _API = {
-    "check": ("checking", "check_dataset"),
-    "plan": ("planning", "plan"),
-    "preprocess": ("preprocessing", "preprocess"),
-    "evaluate": ("metrics", "evaluate"),
-    "train": ("engine", "train"),
-    "predict": ("infer", "predict_folder"),
-    "pseudolabel": ("pseudolabel", "pseudolabel_folder"),
-    "demo": ("synthetic", "run_demo"),
+    "check": ("data.checking", "check_dataset"),
+    "plan": ("planning.plans", "plan"),
+    "preprocess": ("preprocessing.cache", "preprocess"),
+    "evaluate": ("evaluation.metrics", "evaluate"),
+    "train": ("training.engine", "train"),
+    "predict": ("inference.predict", "predict_folder"),
+    "pseudolabel": ("pseudolabels.pseudolabel", "pseudolabel_folder"),
+    "propagate": ("propagation.files", "propagate_file"),
+    "selftrain": ("workflows.selftrain", "selftrain"),
+    "demo": ("workflows.demo", "run_demo"),
 }
 
 __all__ = ["__version__", *_API]
@@ -32,7 +34,7 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name):
     if name in _API:
-        import importlib
+        import importlib  # noqa: PLC0415 - lazy API, see the docstring
 
         mod, fn = _API[name]
         return getattr(importlib.import_module(f".{mod}", __name__), fn)

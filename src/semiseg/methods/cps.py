@@ -1,17 +1,18 @@
-"""Cross pseudo supervision (seeds 003 and 004; seed 000 for the heterogeneous 2D pair).
+"""Cross pseudo supervision (Chen et al. 2021; Huang et al. 2022, 3D-CPS; Luque et al. 2022; Pham et al.
+2022 for the heterogeneous 2D pair).
 
 Two networks, ``net1`` and ``net2``, see the same batch of labeled and unlabeled patches. Each is
 trained on the labels (``L_sup``) and on the other network's hard pseudo-labels (its argmax,
-detached) on the unlabeled and the labeled patches (``L_cps = L_cps^u + L_cps^l``, seed 003 eq. 1-3,
-seed 004 eq. 2-4):
+detached) on the unlabeled and the labeled patches (``L_cps = L_cps^u + L_cps^l``, Huang et al. eq. 1-3,
+Luque et al. eq. 2-4):
 
     L = L_sup(net1) + L_sup(net2) + lambda * (l(net1, argmax net2) + l(net2, argmax net1))
 
-``l`` is Dice + CE (seed 003) or Dice (seed 004). ``lambda`` is 0 for a supervised-only wait (seed
-004: 15 epochs), then ramps linearly to ``lambda_max`` (0.5) over ``ramp`` of the budget and stays
-(seed 003); both are fractions of the budget's progress so they fit minutes and iterations alike.
+``l`` is Dice + CE (Huang et al.) or Dice (Luque et al.). ``lambda`` is 0 for a supervised-only wait
+(Luque et al.: 15 epochs), then ramps linearly to ``lambda_max`` (0.5) over ``ramp`` of the budget and
+stays (Huang et al.); both are fractions of the budget's progress so they fit minutes and iterations alike.
 
-Quality gate (``gate``, off by default). Seed 003 ramps lambda "to prevent the model from low-quality
+Quality gate (``gate``, off by default). Huang et al. ramp lambda "to prevent the model from low-quality
 pseudo-labels in the early training process", but a share of a short budget can end before the
 networks predict anything: on ACDC-7 in 30 CPU minutes the ramp was over after ~70 CPS steps, both
 networks predicted background everywhere (agreement 1.0 on unlabeled patches) and cross-supervised
@@ -23,7 +24,7 @@ computed). The running mean and the moment the gate opened are checkpointed (exa
 
 The pair is the same architecture with different initialisations (default: the engine builds the
 two networks one after the other from one seeded RNG, so their weights differ), or a different
-``partner`` network (3D U-Net + UNETR as seed 004; in 2D a CNN with a Transformer hybrid).
+``partner`` network (3D U-Net + UNETR as Luque et al.; in 2D a CNN with a Transformer hybrid).
 Validation and prediction sum both networks' softmax; ``semiseg predict --nets net1`` uses one.
 
 Memory. ``memory="joint"`` runs each network once on the labeled+unlabeled batch and keeps both
@@ -35,28 +36,42 @@ modes take the same steps.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from ..losses import heads, main_output, seg_loss
-from ..metrics import counts_dice, dice_counts
+from ..evaluation.metrics import counts_dice, dice_counts
 from ..utils import SemisegError, class_argmax
-from . import register_method
+from .base import Method, NetworkSpec, register_method
+from .losses import heads, main_output, seg_loss
 
 
 @dataclass
 class CPSOptions:
-    partner: str | None = None          # net2's network (default: the same as net1)
-    partner_options: dict | None = None  # net2's options (default: net1's when the same network)
-    cps_loss: str = "dice_ce"           # dice_ce (seed 003) | dice (seed 004)
-    lambda_max: float = 0.5
-    ramp: float = 0.2                   # share of the budget over which lambda ramps 0 -> lambda_max
-    wait: float = 0.0                   # share of the budget trained supervised only, before the ramp
-    on_labeled: bool = True             # also cross-supervise on the labeled patches (both seeds)
-    memory: str = "joint"               # joint | sequential (one graph at a time)
-    gate: float = 0.0                   # start the ramp once the labeled-patch Dice (EMA) reaches this; 0 = off
+    partner: str | None = field(default=None, metadata={
+        "flag": "--partner", "metavar": "NET", "help": "net2's network (default: the same as --network, other "
+        "weights); e.g. unetr for Luque et al.'s CNN + Transformer pair"})
+    partner_options: dict | None = field(default=None, metadata={
+        "flag": "--partner-options", "metavar": "JSON", "help": "net2's network options (JSON object; default: "
+        "net1's when the same network)"})
+    cps_loss: str = field(default="dice_ce", metadata={
+        "flag": "--cps-loss", "choices": ["dice_ce", "dice"],
+        "help": "loss on pseudo-labels: dice_ce (Huang et al.) or dice (Luque et al.)"})
+    lambda_max: float = field(default=0.5, metadata={"flag": "--cps-lambda", "help": "weight of the CPS loss "
+                                                     "after the ramp"})
+    ramp: float = field(default=0.2, metadata={"help": "share of the budget over which lambda rises from 0"})
+    wait: float = field(default=0.0, metadata={"help": "share of the budget trained supervised only first"})
+    on_labeled: bool = field(default=True, metadata={
+        "flag": "--cps-unlabeled-only", "help": "cross-supervise on unlabeled patches only (both papers also "
+        "do it on labeled ones)"})
+    memory: str = field(default="joint", metadata={
+        "choices": ["joint", "sequential"], "help": "joint (fastest) or sequential: one network's graph at a "
+        "time, less memory, one extra forward pass"})
+    gate: float = field(default=0.0, metadata={
+        "metavar": "DICE", "help": "start the lambda ramp only once both networks' running Dice against the "
+        "labels on the labeled patches reaches DICE (e.g. 0.5): no cross supervision from pseudo-labels that "
+        "are still all background; 0 = off"})
 
     def __post_init__(self):
         if self.cps_loss not in ("dice_ce", "dice", "ce"):
@@ -97,13 +112,11 @@ def _no_ddp(net):
 
 
 @register_method("cps")
-class CPS:
+class CPS(Method):
+    Options = CPSOptions
+
     def __init__(self, config):
-        self.config = config
-        try:
-            self.opts = CPSOptions(**config.method_options)
-        except TypeError as e:
-            raise SemisegError(f"cps method options: {e}") from None
+        super().__init__(config)
         # the quality gate's state: running labeled-patch Dice, progress at which the gate opened
         self.quality, self.opened = 0.0, (None if self.opts.gate > 0 else 0.0)
 
@@ -131,15 +144,14 @@ class CPS:
             self.opened = progress
 
     def unlabeled_batch(self, labeled_batch: int) -> int:
-        return labeled_batch  # seed 004: 2 labeled + 2 unlabeled
+        return labeled_batch  # Luque et al.: 2 labeled + 2 unlabeled
 
     def networks(self) -> dict:
         c, o = self.config, self.opts
         partner = o.partner or c.network
         popts = o.partner_options if o.partner_options is not None else \
             (dict(c.network_options) if partner == c.network else {})
-        return {"net1": {"network": c.network, "options": dict(c.network_options)},
-                "net2": {"network": partner, "options": dict(popts)}}
+        return {"net1": NetworkSpec(c.network, dict(c.network_options)), "net2": NetworkSpec(partner, dict(popts))}
 
     def predict_with(self) -> list[str]:
         return ["net1", "net2"]

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import SimpleASPP, TransformerBlock
 from torch import nn
 
-from . import _require_divisible, register
+from ..utils import SemisegError
+from .registry import register, require_divisible
 
 
 def _norm(c: int) -> nn.Module:
@@ -82,13 +84,12 @@ def _split_position(x, position: bool):
 class DeepLabV3Plus(nn.Module):
     def __init__(self, cin: int, n_out: int, base: int = 16, aspp: int = 32, position: bool = False):
         super().__init__()
-        from monai.networks.blocks import SimpleASPP
-
         self.position = position
         self.encoder = _Encoder(cin, base)
         w = self.encoder.widths
         self.aspp = SimpleASPP(2, w[3], aspp, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6), norm_type="INSTANCE")
-        self.aspp_proj = nn.Sequential(nn.Conv2d(4 * aspp, 4 * aspp, 1, bias=False), _norm(4 * aspp), nn.LeakyReLU(0.01, True))
+        self.aspp_proj = nn.Sequential(nn.Conv2d(4 * aspp, 4 * aspp, 1, bias=False), _norm(4 * aspp),
+                                       nn.LeakyReLU(0.01, True))
         self.low = nn.Sequential(nn.Conv2d(w[1], 48, 1, bias=False), _norm(48), nn.LeakyReLU(0.01, True))
         self.fuse = nn.Sequential(_Block(4 * aspp + 48, 4 * aspp), _Block(4 * aspp, 2 * aspp))
         self.head = _PositionHead(2 * aspp, n_out, position)
@@ -108,8 +109,6 @@ class TransUNet(nn.Module):
     def __init__(self, cin: int, n_out: int, patch, base: int = 16, hidden: int = 256, layers: int = 4,
                  heads: int = 8, mlp: int = 512, position: bool = False):
         super().__init__()
-        from monai.networks.blocks import TransformerBlock
-
         self.position = position
         self.encoder = _Encoder(cin, base)
         w = self.encoder.widths
@@ -119,7 +118,8 @@ class TransUNet(nn.Module):
         nn.init.trunc_normal_(self.pos, std=0.02)
         self.blocks = nn.ModuleList([TransformerBlock(hidden, mlp, heads, 0.0) for _ in range(layers)])
         self.norm = nn.LayerNorm(hidden)
-        self.unembed = nn.Sequential(nn.Conv2d(hidden, w[3], 3, 1, 1, bias=False), _norm(w[3]), nn.LeakyReLU(0.01, True))
+        self.unembed = nn.Sequential(nn.Conv2d(hidden, w[3], 3, 1, 1, bias=False), _norm(w[3]),
+                                     nn.LeakyReLU(0.01, True))
         self.up = nn.ModuleList([_Block(w[3] + w[2], w[2]), _Block(w[2] + w[1], w[1]), _Block(w[1] + w[0], w[0])])
         self.final = _Block(w[0], w[0])
         self.head = _PositionHead(w[0], n_out, position)
@@ -147,15 +147,13 @@ class TransUNet(nn.Module):
 
 
 def _check_2d(name: str, cfg: dict):
-    from ..utils import SemisegError
-
     if len(cfg["patch_size"]) != 2:
         raise SemisegError(f"network {name!r} is 2D: use --config 2d")
-    _require_divisible(name, cfg["patch_size"], 16)
+    require_divisible(name, cfg["patch_size"], 16)
 
 
 @register("deeplabv3plus")
-def deeplabv3plus(cfg: dict, in_channels: int, out_channels: int, base_features: int = 16, aspp_features: int = 32, **_):
+def deeplabv3plus(cfg: dict, in_channels: int, out_channels: int, base_features: int = 16, aspp_features: int = 32):
     """DeepLabV3+-like CNN (2D; the patch divisible by 16); ~1.3 M parameters at the defaults."""
     _check_2d("deeplabv3plus", cfg)
     pos = bool(cfg.get("slice_position"))
@@ -164,7 +162,7 @@ def deeplabv3plus(cfg: dict, in_channels: int, out_channels: int, base_features:
 
 @register("transunet")
 def transunet(cfg: dict, in_channels: int, out_channels: int, base_features: int = 16, hidden_size: int = 256,
-              num_layers: int = 4, num_heads: int = 8, mlp_dim: int = 512, **_):
+              num_layers: int = 4, num_heads: int = 8, mlp_dim: int = 512):
     """TransUNet-like CNN + Transformer hybrid (2D; the patch divisible by 16); ~3.4 M parameters at
     the defaults (seed 000's R50-ViT is 105 M: ``hidden_size`` 768, ``num_layers`` 12)."""
     _check_2d("transunet", cfg)

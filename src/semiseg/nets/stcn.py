@@ -17,15 +17,17 @@ scale with ``width`` (default 32 on the CPU: ~1.4 M parameters; STCN's ResNet-50
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
+from ..utils import SemisegError
+from .registry import register
 
 
 def _gn(c: int) -> nn.GroupNorm:
-    import math
 
     return nn.GroupNorm(math.gcd(8, c), c)
 
@@ -142,11 +144,9 @@ class STCN(nn.Module):
 
 @register("stcn")
 def stcn(cfg: dict, in_channels: int, out_channels: int, width: int = 32, key_dim: int = 64,
-         value_dim: int = 128, top_k: int = 20, **_):
+         value_dim: int = 128, top_k: int = 20):
     """The Propagation module (class-agnostic: ``out_channels`` is ignored, one object at a time).
     Larger by ``width``/``value_dim`` (``--network-options '{"width": 64}'``)."""
     if width < 8 or width % 2:
-        from ..utils import SemisegError
-
         raise SemisegError(f"stcn width must be an even number >= 8, not {width}")
     return STCN(in_channels, width, key_dim, value_dim, top_k)

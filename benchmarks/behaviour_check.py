@@ -1,0 +1,115 @@
+"""Is behaviour unchanged? A fingerprint of training and planning to compare two commits.
+
+It runs, through the command line only (so it works on any version of the package):
+
+- the demo's synthetic dataset -> ``plan`` -> ``preprocess``;
+- a fixed-seed supervised 3D run of 60 iterations (validation at 30 and 60) and a cross pseudo
+  supervision run of 30 iterations (``--log-every 1``: every iteration's losses);
+- ``plan`` of every dataset in ``../shared/data`` (default and ``--student``).
+
+and writes one JSON: every metrics.csv row of both runs, a SHA-256 of each network's final
+weights, and a SHA-256 of each ``plans.json`` with its time stamp left out. Two commits behave the
+same when their JSON files are equal::
+
+    python benchmarks/behaviour_check.py -o /tmp/new.json
+    git worktree add /tmp/base OLD && PYTHONPATH=/tmp/base/src python benchmarks/behaviour_check.py -o /tmp/old.json
+    python benchmarks/behaviour_check.py --compare /tmp/old.json /tmp/new.json
+
+No rows go to results.csv: this is a check of equality, not a measurement.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+TRAIN = ["--labeled", "2", "--base-features", "8", "--patch-size", "16", "48", "48", "--seed", "0",
+         "--log-every", "1", "--workers", "1"]
+
+
+def semiseg(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "semiseg", *args, "-q"], check=True, env=dict(os.environ))
+
+
+def synthetic(out: Path) -> Path:
+    code = ("try:\n from semiseg.data.synthetic import make_synthetic_dataset\n"
+            "except ImportError:\n from semiseg.synthetic import make_synthetic_dataset\n"
+            f"make_synthetic_dataset({str(out)!r})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return out
+
+
+def weights_sha(ckpt: Path) -> dict:
+    import torch
+
+    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    out = {}
+    for name, sd in sorted(st["nets"].items()):
+        h = hashlib.sha256()
+        for k in sorted(sd):
+            h.update(k.encode())
+            h.update(sd[k].contiguous().numpy().tobytes())
+        out[name] = h.hexdigest()
+    return out
+
+
+def run_fingerprint(run: Path) -> dict:
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [{k: v for k, v in r.items() if k not in ("elapsed_s", "it_per_s")} for r in csv.DictReader(f)]
+    return {"metrics": rows, "final_weights": weights_sha(run / "checkpoints" / "final.pt"),
+            "best_weights": weights_sha(run / "checkpoints" / "best.pt")}
+
+
+def plans_sha(work: Path) -> str:
+    p = json.loads((work / "plans.json").read_text())
+    p.pop("created", None)
+    return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-o", "--out", help="write the fingerprint JSON here")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two fingerprint files")
+    ap.add_argument("--no-plans", action="store_true", help="skip planning the shared datasets")
+    a = ap.parse_args()
+    if a.compare:
+        old, new = (json.loads(Path(p).read_text()) for p in a.compare)
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        for k in sorted(set(old) | set(new)):
+            print(f"{k}: {'DIFFERENT' if k in diff else 'identical'}")
+        return 1 if diff else 0
+    if not a.out:
+        ap.error("give -o FILE or --compare OLD NEW")
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ds = synthetic(tmp / "ds")
+        semiseg("plan", str(ds), "-o", str(tmp / "work"), "--workers", "2")
+        semiseg("preprocess", str(tmp / "work"), "--workers", "2")
+        res["plans_synthetic"] = plans_sha(tmp / "work")
+        semiseg("train", str(tmp / "work"), "-o", str(tmp / "sup"), "--iterations", "60", "--val-every", "30", *TRAIN)
+        res["supervised_60"] = run_fingerprint(tmp / "sup")
+        semiseg("train", str(tmp / "work"), "-o", str(tmp / "cps"), "--method", "cps", "--iterations", "30",
+                "--val-every", "30", *TRAIN)
+        res["cps_30"] = run_fingerprint(tmp / "cps")
+        if not a.no_plans and DATA.is_dir():
+            for d in sorted(p for p in DATA.iterdir() if (p / "dataset.json").exists()):
+                for extra in ([], ["--student"]):
+                    w = tmp / f"plan_{d.name}{'_student' if extra else ''}"
+                    semiseg("plan", str(d), "-o", str(w), "--workers", "2", *extra)
+                    res[f"plans_{d.name}{'_student' if extra else ''}"] = plans_sha(w)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

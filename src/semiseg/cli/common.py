@@ -1,0 +1,45 @@
+"""Shared by the subcommands: the options every command has, JSON options, labeled-case options."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..utils import SemisegError
+
+
+def json_option(text: str, flag: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemisegError(f"{flag}: not JSON ({e}); e.g. '{{\"hidden_size\": 384}}'") from None
+    if not isinstance(v, dict):
+        raise SemisegError(f"{flag}: needs a JSON object of options, not {text!r}")
+    return v
+
+
+def progress(a) -> bool:
+    return not getattr(a, "quiet", False)
+
+
+def add_split_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("labeled cases (default: every training case with a label file)")
+    g.add_argument("--labeled", type=int, metavar="N",
+                   help="the first N labeled cases of the split's training list (splits.json order; "
+                        "sorted IDs without splits.json)")
+    g.add_argument("--labeled-list", metavar="FILE",
+                   help="case IDs: text (one per line), JSON list, or JSON object of lists "
+                        "(e.g. ssl_labeled_subsets.json, with --labeled-key)")
+    g.add_argument("--labeled-key", metavar="KEY", help="which list of a JSON object (a unique prefix is enough)")
+    g.add_argument("--fold", type=int, default=0, help="fold of splits.json (default 0)")
+
+
+def add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str) -> None:
+    """Arguments shared by the commands that run trained models (predict, pseudolabel)."""
+    p.add_argument("runs", nargs="+", metavar="RUN", help=runs_help)
+    p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help=input_help)
+    p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
+    p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
+    p.add_argument("--nets", nargs="+", help="only these networks of each run (e.g. one net of a CPS pair)")
+    p.add_argument("--step", type=float, default=None,
+                   help="sliding-window step as a fraction of the patch (default: the run's plan, 0.5; a student 0.8)")
+    p.add_argument("--device", help="torch device (default cuda when available)")

@@ -1,0 +1,173 @@
+"""``semiseg train | selftrain | demo``: training runs and the workflows built on them.
+
+The training options are the run's :class:`~semiseg.training.TrainConfig`; each registered
+method adds its own option group (generated from its options dataclass), and the choices of
+``--method`` and ``--network`` come from the registries."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..data.dataset import read_case_list
+from ..methods import add_option_flags, available_methods, create_method, method_class, options_from_args
+from ..nets import available as available_networks
+from ..planning import load_plans
+from ..training import TrainConfig, train
+from ..utils import SemisegError, read_json
+from ..utils.device import AMP_CHOICES
+from ..workflows.demo import run_demo
+from ..workflows.selftrain import selftrain
+from .common import json_option, progress
+
+
+def train_config(a) -> TrainConfig:
+    """The TrainConfig of ``semiseg train``/``selftrain`` flags; the method checks its options
+    before anything is read or written."""
+    labeled = None
+    if a.labeled_list:
+        labeled = read_case_list(a.labeled_list, a.labeled_key)
+    elif a.labeled is not None:
+        load_plans(a.work)
+        split = read_json(f"{a.work}/split.json", "split.json")
+        if not 0 < a.labeled <= len(split["labeled"]):
+            raise SemisegError(f"--labeled {a.labeled}: the plan has {len(split['labeled'])} labeled cases")
+        labeled = split["labeled"][:a.labeled]
+    opts = {k: v for k, v in (("base_features", a.base_features), ("depth", a.depth)) if v}
+    if a.network_options:
+        opts.update(json_option(a.network_options, "--network-options"))
+    mopts = options_from_args(a, a.method)
+    if a.method_options:
+        mopts.update(json_option(a.method_options, "--method-options"))
+    aug = {"enabled": not a.no_augment}
+    if a.elastic is not None:
+        aug["p_elastic"] = a.elastic
+    cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
+                      network_options=opts, patch_size=a.patch_size, slice_position=a.slice_position,
+                      batch_size=a.batch_size, unlabeled_batch=a.unlabeled_batch, labeled=labeled,
+                      pseudo_labels=getattr(a, "pseudo_labels", None),
+                      select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
+                      minutes=a.minutes, iterations=a.iterations, optimizer=a.optimizer, lr=a.lr,
+                      weight_decay=a.weight_decay, loss=a.loss, fg_oversample=a.fg_oversample, aug=aug,
+                      val_every=a.val_every, val_step=a.val_step, log_every=a.log_every, seed=a.seed,
+                      workers=a.workers, amp=a.amp, device=a.device)
+    create_method(cfg.method, cfg)  # refuses unknown or misplaced method options before anything is read
+    return cfg
+
+
+def cmd_train(a) -> int:
+    if a.resume:
+        cfg = TrainConfig.from_dict(read_json(f"{a.out}/config.json", "run configuration (nothing to resume?)"))
+    else:
+        cfg = train_config(a)
+    s = train(a.work, a.out, cfg, resume=a.resume, progress=progress(a))
+    if s and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
+              f"run in {a.out}")
+    return 0
+
+
+def cmd_selftrain(a) -> int:
+    cfg = None if os.path.exists(os.path.join(a.out, "selftrain.json")) else train_config(a)
+    rows = selftrain(a.work, a.out, cfg, rounds=a.rounds, select=a.select, select_score=a.select_score,
+                     init_run=a.init_run, tta_members=a.tta_members, pl_step=a.pl_step, progress=progress(a))
+    for r in rows:
+        print(f"round {r['round']}: {r['selected']} pseudo-labeled scans ({r['new']} new); best validation Dice "
+              f"{r['best_val_dice']:.4f}" + (" (stopped: no new scan)" if r["stopped"] else ""))
+    print(f"report in {a.out}/report.csv and report.png")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    run_demo(a.out, workers=a.workers, progress=progress(a), train_iterations=a.iterations, demo_labeled=a.labeled)
+    return 0
+
+
+def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
+    """The training options, shared by train and selftrain (which chooses its pseudo-labels itself)."""
+    p.add_argument("work", metavar="WORK")
+    p.add_argument("-o", "--out", required=True, metavar="OUT" if selftrain else "RUN",
+                   help="self-training folder (created; give it again to continue)" if selftrain else
+                   "run folder (created)")
+    p.add_argument("--config", default="3d", help="plans.json configuration: 3d or 2d (default 3d)")
+    p.add_argument("--method", default="supervised", choices=available_methods(),
+                   help="supervised (default), cps (cross pseudo supervision of two networks), stcn (the "
+                        "mask-propagation network, with --config 2d), or any other registered method")
+    p.add_argument("--method-options", metavar="JSON",
+                   help="the method's own options as JSON, e.g. '{\"crop\": 96}' for stcn (the flags below too)")
+    p.add_argument("--network", default="dynunet",
+                   help="registered network: " + ", ".join(available_networks()) + " (default dynunet, nnU-Net's "
+                        "U-Net; 2d only: deeplabv3plus, transunet)")
+    p.add_argument("--base-features", type=int, help="network width (first-stage features)")
+    p.add_argument("--depth", type=int, help="network depth (stages)")
+    p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}' "
+                   "(an option the network does not have is an error)")
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--slice-position", action="store_true",
+                   help="2d: give the networks each slice's position PE(k) = k / T (Pham et al. 2022, eq. 1); "
+                        "deeplabv3plus and transunet embed it before their head, other networks take it as one "
+                        "more input channel")
+    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
+    p.add_argument("--unlabeled-batch", type=int,
+                   help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
+    for name in available_methods():
+        add_option_flags(p, method_class(name))
+    g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")
+    g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split")
+    g.add_argument("--labeled-list", metavar="FILE", help="case IDs (text or JSON; with --labeled-key for an object)")
+    g.add_argument("--labeled-key", metavar="KEY")
+    if not selftrain:
+        g.add_argument("--pseudo-labels", metavar="PL_DIR", help="a `semiseg pseudolabel` folder: its selected scans "
+                       "train as labeled, the other unlabeled scans stay unlabeled input")
+    g.add_argument("--select", default="top:0.5" if selftrain else "all", metavar="RULE",
+                   help="which pseudo-labels: threshold:T (score >= T), top:FRACTION (the best share) or all "
+                        f"(default {'top:0.5' if selftrain else 'all'})")
+    g.add_argument("--select-score", default="consensus", metavar="COLUMN",
+                   help="scores.csv column to select by (default consensus; entropy: lower is better)")
+    g = p.add_argument_group("budget and schedule")
+    g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the learning-rate schedule fits "
+                   "it, so a method with slower steps decays its rate faster per step)")
+    g.add_argument("--iterations", type=int, help="iteration budget (the schedule fits it; with --minutes, whichever "
+                   "ends first); to compare methods step for step, give them the same --iterations")
+    g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--loss", choices=["dice_ce", "dice", "ce"], default="dice_ce")
+    g.add_argument("--fg-oversample", type=float, default=0.33, help="share of patches centred on foreground")
+    g.add_argument("--no-augment", action="store_true", help="plain crops, no augmentation")
+    g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
+    g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget; 0 = no "
+                   "validation, best.pt = final)")
+    g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
+    g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                   help="mixed precision in training and validation (auto: fp16 on CUDA, bf16 on CPUs with native "
+                        "bf16; off: float32)")
+    g.add_argument("--device", help="torch device (default cuda when available)")
+
+
+def register(add) -> None:
+    loader_help = "data-loading processes (default: 1 on up to 4 cores, else cores - 2; 0 = in the training process)"
+    p = add("train", "Train a model on a preprocessed work folder (supervised or semi-supervised).", cmd_train,
+            loader_help)
+    add_train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN from checkpoints/latest.pt")
+
+    p = add("selftrain", "Self-training (Pham et al. 2022): train, pseudo-label the unlabeled scans, keep those "
+            "the ensemble agrees on, retrain; round by round, resumable.", cmd_selftrain,
+            "data-loading processes of each training (as for train)")
+    add_train_args(p, selftrain=True)
+    g = p.add_argument_group("self-training rounds")
+    g.add_argument("--rounds", type=int, default=2, help="rounds after round 0 (default 2); stops early when a "
+                   "round adds no scan")
+    g.add_argument("--init-run", metavar="RUN", help="a finished run to use as round 0 instead of training one")
+    g.add_argument("--tta-members", action="store_true", default=None,
+                   help="mirrorings as ensemble members (default: only when the previous round has one network)")
+    g.add_argument("--pl-step", type=float, default=0.5, help="sliding-window step of the pseudo-labelling")
+
+    p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
+    p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
+    p.add_argument("--iterations", type=int, default=1000, help="training iterations of each model (default 1000)")
+    p.add_argument("--labeled", type=int, default=2,
+                   help="labeled cases to train on; the rest are unlabeled (default 2)")

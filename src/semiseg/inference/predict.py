@@ -1,0 +1,148 @@
+"""``semiseg predict``: whole cases from image files to label files in their own geometry.
+
+Read (nnU-Net naming ``CASE_0000.ext`` per channel), preprocess as the run was trained (or at a
+forced inference spacing), predict with every model (:mod:`.sliding_window`), average the
+probabilities in the case's original (cropped) grid, argmax, paste into the original extent and
+write in the input's exact geometry, atomically, skipping cases already done.
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.dataset import CHANNEL_RE, Case, label_dtype, read_case_image
+from ..data.io import SUPPORTED_ENDINGS, Geometry, file_ending, write_image
+from ..planning.spacing import forced_inference_spacing
+from ..preprocessing.cache import preprocess_arrays
+from ..utils import SemisegError, atomic_path, class_argmax
+from ..utils.device import default_device
+from ..utils.profile import ResourceSampler
+from .ensemble import MeanProbs
+from .runs import Model, load_models, model_step
+from .sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
+
+
+def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
+    """Case id -> channel files, nnU-Net naming (CASE_0000.ext...); a single-channel model also takes
+    files without the channel suffix."""
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and file_ending(f) in SUPPORTED_ENDINGS]
+    if not files:
+        raise SemisegError(f"{folder}: no images (endings {', '.join(SUPPORTED_ENDINGS)})")
+    cases: dict[str, dict[int, Path]] = {}
+    for f in files:
+        stem = f.name[: -len(file_ending(f))]
+        m = CHANNEL_RE.match(stem)
+        if m:
+            cases.setdefault(m["case"], {})[int(m["ch"])] = f
+        elif n_channels == 1:
+            cases.setdefault(stem, {})[0] = f
+        else:
+            raise SemisegError(f"{f}: name without a channel suffix _XXXX, but the model takes {n_channels} channels")
+    out = {}
+    for cid, ch in cases.items():
+        want = set(range(n_channels))
+        if set(ch) != want:
+            raise SemisegError(f"{folder}: case {cid} has channels {sorted(ch)}, the model needs {sorted(want)}")
+        out[cid] = [ch[c] for c in range(n_channels)]
+    return out
+
+
+def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float | None = None, tta: bool = False,
+                 forced_spacing: list | None = None, device=None, amp: str = "auto") -> tuple[torch.Tensor, dict]:
+    """Mean probabilities of every network of every model for one case, in the case's original grid
+    (K, z, y, x)."""
+    acc, info = MeanProbs(), {}
+    cache: dict[str, tuple] = {}
+    for m in models:
+        data, props = preprocessed_for(m, image, geom, cache, forced_spacing)
+        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device, amp=amp)
+        acc.add(probs_to_original(p, props), len(m.nets))
+        info["spacing"] = props["spacing"]
+    return acc.mean(), info
+
+
+def preprocessed_for(model: Model, image: np.ndarray, geom: Geometry, cache: dict,
+                     forced_spacing: list | None = None) -> tuple:
+    """(data, props) of one case preprocessed as ``model`` was trained (or at a forced spacing);
+    ``cache`` shares the work between models of an ensemble that preprocess alike."""
+    spacing = forced_spacing or None
+    if spacing is None and model.plans.get("forced_spacing"):
+        spacing = _forced(model.plans, geom)
+    key = repr((model.plans["target_spacing"], model.plans["normalization"], spacing))
+    if key not in cache:
+        data, _seg, props = preprocess_arrays(image, geom, model.plans, None, spacing)
+        cache[key] = (data, props)
+    return cache[key]
+
+
+def check_folders(in_dir, out_dir) -> tuple[Path, Path]:
+    """The input folder must exist and differ from the output folder."""
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise SemisegError(f"{in_dir}: no such input folder")
+    if out_dir.resolve() == in_dir.resolve():
+        raise SemisegError(f"{out_dir}: the output folder is the input folder; choose another")
+    return in_dir, out_dir
+
+
+def _forced(plans: dict, geom: Geometry) -> list | None:
+    f = plans["forced_spacing"]
+    return forced_inference_spacing(f["spacing"], list(geom.spacing_zyx), int(geom.shape_zyx[0]),
+                                    f.get("rule", "fixed"))
+
+
+def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
+                   step: float | None = None, tta: bool = False, forced_spacing: list | None = None,
+                   save_probabilities: bool = False, largest_component: bool = False, overwrite: bool = False,
+                   profile: str | None = None, device: str | None = None, progress: bool = True,
+                   amp: str = "auto") -> dict:
+    """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
+
+    ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
+    file); the softmax of every network of every entry is averaged."""
+    in_dir, out_dir = check_folders(in_dir, out_dir)
+    dev = default_device(device)
+    models = load_models(runs, checkpoint, nets, dev)
+    p0 = models[0].plans
+    cases = list_input_cases(in_dir, p0["num_input_channels"])
+    ending = p0.get("file_ending", ".nii.gz")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, done, skipped = [], 0, 0
+    classes = list(range(1, p0["num_classes"]))
+    for cid, files in tqdm(cases.items(), desc="predict", disable=not progress, unit="case"):
+        target = out_dir / f"{cid}{ending}"
+        if target.exists() and not overwrite:
+            skipped += 1
+            continue
+        with ResourceSampler() as s:
+            t = time.time()
+            image, geom = read_case_image(Case(cid, files))
+            probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp)
+            seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
+            if largest_component:
+                seg = keep_largest_component(seg, classes)
+            if save_probabilities:
+                with atomic_path(out_dir / f"{cid}.npz", suffix=".npz") as tmp:
+                    np.savez_compressed(tmp, probabilities=probs.numpy().astype(np.float16),
+                                        spacing_zyx=np.array(geom.spacing_zyx))
+            write_image(seg, geom, target)
+            secs = time.time() - t
+        r = s.result()
+        rows.append({"case": cid, "seconds": round(secs, 3), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                     "peak_gpu_mb": round(r.get("peak_gpu_mb", 0.0), 1),
+                     "rss_auc_mb_s": round(r.get("rss_auc_mb_s", 0.0), 1),
+                     "cpu_util_auc": round(r.get("cpu_util_auc", 0.0), 2),
+                     "shape": "x".join(map(str, image.shape[1:])),
+                     "spacing": "x".join(f"{v:g}" for v in info["spacing"])})
+        done += 1
+    if profile and rows:
+        with atomic_path(profile, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return {"done": done, "skipped": skipped, "rows": rows, "out": str(out_dir)}

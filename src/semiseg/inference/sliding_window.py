@@ -1,0 +1,108 @@
+"""Sliding-window prediction of one preprocessed case (MONAI's, Gaussian blending), mirroring TTA,
+2D configurations slice by slice with the same code, and the way back to the original grid."""
+from __future__ import annotations
+
+import itertools
+
+import cc3d
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
+
+from ..utils import SemisegError, bbox_slices
+from ..utils.device import autocast, default_device
+from .ensemble import MeanProbs
+
+
+class _SliceWindows(torch.nn.Module):
+    """Runs a 2D network on windows one slice thick: (N, C, 1, y, x) -> (N, K, 1, y, x)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x[:, :, 0])[:, :, None]
+
+
+def mirror_sets(axes) -> list[tuple]:
+    """Every subset of ``axes`` to flip, the identity first (8 in 3D, 4 in 2D)."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+@torch.no_grad()
+def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bool = False,
+                         device: torch.device | None = None, sw_batch: int | None = None,
+                         patch_size=None, slices: list[int] | None = None, amp: str = "auto") -> torch.Tensor:
+    """Mean softmax over ``nets`` (and mirrorings with ``tta``) for one case ``data`` (C, z, y, x).
+    Returns float32 (K, z, y, x) on the CPU. A 2D configuration can predict only some ``slices``
+    (indices along its slice axis; returns (K, len(slices), *in-plane)). ``amp``: mixed precision
+    as :func:`semiseg.utils.device.autocast_dtype` (``off``: float32 throughout)."""
+    device = device or default_device()
+    patch = list(patch_size or cfg["patch_size"])
+    x = torch.from_numpy(np.array(data, np.float32))[None]
+    slice_axis = cfg.get("slice_axis") if len(patch) == 2 else None
+    if slices is not None and slice_axis is None:
+        raise SemisegError("predicting some slices only needs a 2D configuration")
+    if slice_axis is not None:  # put the slice axis first; windows are one slice thick
+        x = x.movedim(2 + slice_axis, 2)
+        if cfg.get("slice_position"):  # the PE(k) = k / T plane as the last channel
+            T = x.shape[2]
+            pe = (torch.arange(T, dtype=x.dtype) / T).view(1, 1, T, 1, 1).expand(1, 1, T, *x.shape[3:])
+            x = torch.cat([x, pe], 1)
+        if slices is not None:
+            x = x[:, :, list(slices)]
+        roi = [1] + patch
+        flip_axes = [3, 4]
+        sw_batch = sw_batch or 16
+    else:
+        roi = patch
+        flip_axes = [2, 3, 4]
+        sw_batch = sw_batch or 2
+    x = x.to(device)
+    variants = mirror_sets(flip_axes) if tta else [()]
+    acc = MeanProbs()
+    for net in nets:
+        net.eval()
+        pred = _SliceWindows(net) if slice_axis is not None else net
+        for flips in variants:
+            xi = torch.flip(x, flips) if flips else x
+            with autocast(device, amp):
+                logits = sliding_window_inference(xi, roi, sw_batch, pred, overlap=1 - step, mode="gaussian",
+                                                  sigma_scale=0.125)
+            p = torch.softmax(logits.float(), 1)
+            if flips:
+                p = torch.flip(p, flips)
+            acc.add(p)
+    probs = acc.mean()[0]
+    if slice_axis is not None and slices is None:
+        probs = probs.movedim(1, 1 + slice_axis)
+    return probs.cpu()
+
+
+# --------------------------------------------------------------------------- back to the original grid
+def probs_to_original(probs: torch.Tensor, props: dict) -> torch.Tensor:
+    """Probabilities on the preprocessed grid -> the cropped original grid (linear), then pasted into
+    the original extent (background 1 outside the crop). Returns (K, *original_shape) float32."""
+    crop = tuple(props["shape_after_crop"])
+    if tuple(probs.shape[1:]) != crop:
+        probs = F.interpolate(probs[None], size=crop, mode="trilinear", align_corners=False)[0]
+    full = torch.zeros((probs.shape[0],) + tuple(props["original_shape"]), dtype=torch.float32)
+    full[0] = 1.0
+    full[(slice(None),) + bbox_slices(props["bbox"])] = probs
+    return full
+
+
+def keep_largest_component(seg: np.ndarray, classes: list[int] | None = None) -> np.ndarray:
+    """Per class, keep only its largest 26-connected component (the rest becomes background)."""
+    out = seg.copy()
+    for c in classes if classes is not None else [int(v) for v in np.unique(seg) if v]:
+        m = seg == c
+        if not m.any():
+            continue
+        cc = cc3d.connected_components(m.astype(np.uint8), connectivity=26)
+        sizes = np.bincount(cc.ravel())
+        sizes[0] = 0
+        out[m & (cc != sizes.argmax())] = 0
+    return out

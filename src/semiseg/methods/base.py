@@ -1,0 +1,204 @@
+"""The method contract: what a training method is, and the registry of methods.
+
+A method is a small object that names the networks it needs and returns its losses; the engine
+(:mod:`semiseg.training.engine`) owns everything else (loop, budget, schedule, optimizers, AMP,
+DDP, checkpoints, resume, validation, logging). Every hook has a documented default in
+:class:`Method`; the engine calls each hook directly, so a misspelled hook is an error of the
+subclass, not silently skipped. Adding a method is one file::
+
+    @dataclass
+    class MyOptions:
+        weight: float = field(default=0.5, metadata={"help": "weight of my term"})
+
+    @register_method("mine")
+    class Mine(Method):
+        Options = MyOptions             # becomes --mine-weight and --method-options '{"weight": ..}'
+
+        def losses(self, nets, batch, state):
+            return {"loss": seg_loss(nets["net"](batch["image"]), batch["label"], self.config.loss)}
+
+``semiseg train --method mine`` then works: its choices and option flags come from this registry.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+from ..utils import Registry, SemisegError
+
+_METHODS = Registry("method")
+
+
+@dataclass
+class NetworkSpec:
+    """One network of a method: a registered network name and its options. ``trainable=False``: the
+    engine gives it no optimizer (and no DDP wrapper); the method updates it itself, e.g. an EMA
+    teacher in :meth:`Method.after_step`. Every network is saved in the checkpoints."""
+    network: str
+    options: dict = field(default_factory=dict)
+    trainable: bool = True
+
+
+@dataclass
+class NoOptions:
+    """A method without options of its own."""
+
+
+class Method:
+    """Base class of every training method; subclass it and override what differs.
+
+    ``self.config`` is the run's training configuration (``RUN/config.json``: ``network``,
+    ``network_options``, ``loss``, ``batch_size``, ``seed``...), ``self.opts`` the method's own
+    options, an instance of ``Options`` built strictly from ``config.method_options``.
+    """
+
+    name = ""                  # set by @register_method
+    Options: type = NoOptions  # a dataclass; its fields are the method's options and CLI flags
+
+    def __init__(self, config):
+        self.config = config
+        self.opts = parse_options(type(self), dict(config.method_options or {}))
+
+    def networks(self) -> dict[str, NetworkSpec]:
+        """The networks to build, by name, in this order (the engine seeds once, then builds each).
+        Default: one trainable network ``net`` of the run's ``--network``."""
+        return {"net": NetworkSpec(self.config.network, dict(self.config.network_options))}
+
+    def predict_with(self) -> list[str]:
+        """The networks whose softmax is averaged for validation and prediction (recorded in the
+        run folder for ``semiseg predict``). Default: every network."""
+        return list(self.networks())
+
+    def unlabeled_batch(self, labeled_batch: int) -> int:
+        """Unlabeled patches per global batch (``--unlabeled-batch`` overrides). Default: none."""
+        return 0
+
+    def batches(self, work, labeled: list[str], net_cfg: dict, plans: dict, rank: int, world: int,
+                label_dirs: dict):
+        """An iteration-indexed dataset of batches of the method's own kind (item ``i`` is the batch
+        of iteration ``i``, with the global batch size as attribute ``B``), or None for the engine's
+        patch batches (``image``, ``label`` and with an unlabeled share ``image_u``). Default: None."""
+        return None
+
+    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+        """Named losses of one step. ``"loss"`` is minimised, every other entry is logged (floats or
+        tensors). ``nets``: name -> network (DDP-wrapped when trainable under torchrun). ``state``:
+        ``iteration``, ``progress`` (0..1 of the budget) and ``backward`` (to backpropagate parts
+        of the loss early and return ``loss`` detached, as CPS's sequential memory mode does)."""
+        raise NotImplementedError(f"method {self.name!r} must define losses()")
+
+    def after_step(self, nets: dict, state: dict) -> None:
+        """Called after every optimizer step (e.g. to update an EMA teacher). Default: nothing."""
+
+    def validate(self, nets: list, work, val_ids: list[str], net_cfg: dict, n_classes: int, device):
+        """(mean Dice, per class) of the ``predict_with`` networks on the validation cases, or None
+        for the engine's sliding-window validation. Default: None."""
+        return None
+
+    def state_dict(self) -> dict:
+        """The method's own state beyond its networks (plain numbers), saved for exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+# --------------------------------------------------------------------------- registry
+def register_method(name: str):
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"method {name!r} must subclass semiseg.methods.Method")
+        if not dataclasses.is_dataclass(cls.Options):
+            raise TypeError(f"method {name!r}: Options must be a dataclass")
+        cls.name = name
+        return _METHODS.register(name)(cls)
+    return deco
+
+
+def available_methods() -> list[str]:
+    return _METHODS.names()
+
+
+def method_class(name: str) -> type:
+    return _METHODS.get(name)
+
+
+def create_method(name: str, config) -> Method:
+    return _METHODS.get(name)(config)
+
+
+# --------------------------------------------------------------------------- options
+def parse_options(cls: type, options: dict):
+    """``cls.Options(**options)``, strictly: an unknown option or a bad value is a SemisegError."""
+    known = [f.name for f in dataclasses.fields(cls.Options)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        has = f"its options: {', '.join(known)}" if known else "it takes none"
+        raise SemisegError(f"method {cls.name!r} has no option {', '.join(map(repr, unknown))} ({has})")
+    try:
+        return cls.Options(**options)
+    except TypeError as e:
+        raise SemisegError(f"{cls.name} method options: {e}") from None
+
+
+def _flag(cls: type, f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or f"--{cls.name}-{f.name.replace('_', '-')}"
+
+
+def _json_object(text: str, flag: str) -> dict:
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemisegError(f"{flag}: not JSON ({e})") from None
+    if not isinstance(v, dict):
+        raise SemisegError(f"{flag}: needs a JSON object, not {text!r}")
+    return v
+
+
+def _kind(cls: type, f: dataclasses.Field) -> type:
+    tp = typing.get_type_hints(cls.Options)[f.name]
+    return ([a for a in typing.get_args(tp) if a is not type(None)] or [tp])[0]
+
+
+def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """An argument group of ``cls``'s options: one flag per field of ``cls.Options`` (metadata:
+    ``flag`` for another name, ``help``, ``choices``; a bool that defaults to True needs a
+    ``flag`` that turns it off). Values are only set when given (default None), so the run's
+    ``method_options`` holds exactly what the user chose."""
+    fields = dataclasses.fields(cls.Options)
+    if not fields:
+        return
+    g = parser.add_argument_group(f"--method {cls.name} options (also --method-options JSON)")
+    for f in fields:
+        kind = _kind(cls, f)
+        kw: dict = {"dest": f"method__{cls.name}__{f.name}", "default": None}
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f.metadata.get("help", "")
+        if kind is bool:
+            if default and not f.metadata.get("flag"):
+                raise TypeError(f"method {cls.name!r}: bool option {f.name} defaults to True and needs a 'flag'")
+            kw.update(action="store_const", const=not default)
+        else:
+            kw.update(type=str if kind is dict else kind, choices=f.metadata.get("choices"),
+                      metavar=None if f.metadata.get("choices") else f.metadata.get("metavar", f.name.upper()))
+            help_ += f" (default {default})" if default is not None else ""
+        g.add_argument(_flag(cls, f), help=help_ or None, **kw)
+
+
+def options_from_args(args: argparse.Namespace, method: str) -> dict:
+    """The options of ``method`` given as flags; a flag of another method is an error."""
+    out = {}
+    for name in available_methods():
+        cls = method_class(name)
+        for f in dataclasses.fields(cls.Options):
+            v = getattr(args, f"method__{name}__{f.name}", None)
+            if v is None:
+                continue
+            if name != method:
+                raise SemisegError(f"{_flag(cls, f)} is an option of --method {name}, not of --method {method}")
+            out[f.name] = _json_object(v, _flag(cls, f)) if _kind(cls, f) is dict else v
+    return out

@@ -1,0 +1,47 @@
+"""The network registry: name -> factory(configuration, in_channels, out_channels, **options).
+
+A configuration is one entry of ``plans.json["configurations"]`` (patch, pooling and kernels per
+axis, features per stage). Adding a network is one decorated function in any module that
+``semiseg.nets`` imports::
+
+    @register("mynet")
+    def mynet(cfg, in_channels, out_channels, width: int = 16) -> torch.nn.Module: ...
+
+    net = create_network("dynunet", plans["configurations"]["3d"], 1, 2, base_features=8)
+
+A factory's keyword arguments are its options; :func:`create_network` refuses any other option
+with a message naming it (a misspelled ``--network-options`` key is an error, not ignored).
+"""
+from __future__ import annotations
+
+import inspect
+
+from ..utils import Registry, SemisegError
+
+_REGISTRY = Registry("network")
+register = _REGISTRY.register
+
+
+def available() -> list[str]:
+    return _REGISTRY.names()
+
+
+def network_options(name: str) -> list[str]:
+    """The options a registered network takes (its factory's keyword arguments)."""
+    params = list(inspect.signature(_REGISTRY.get(name)).parameters.values())[3:]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def create_network(name: str, cfg: dict, in_channels: int, out_channels: int, **opts):
+    known = network_options(name)
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise SemisegError(f"network {name!r} has no option {', '.join(map(repr, unknown))} "
+                           f"(its options: {', '.join(known) or 'none'})")
+    return _REGISTRY.get(name)(cfg, in_channels, out_channels, **opts)
+
+
+def require_divisible(name: str, patch, k: int) -> None:
+    if any(p % k for p in patch):
+        raise SemisegError(f"network {name!r} needs every patch side divisible by {k}; the patch is {list(patch)} "
+                           f"(choose another with --patch-size)")

@@ -1,0 +1,11 @@
+"""Training: one engine for every method.
+
+``engine`` (:func:`train`: the loop and its parts), ``config`` (the run's :class:`TrainConfig`),
+``budget`` (progress, schedule, validation rhythm, stop test), ``state`` (the loop's state and
+checkpoints), ``runlog`` (log.txt, metrics.csv, progress.png), ``sampling`` and ``augmentation``
+(patches from the cache), ``distributed`` (torchrun).
+"""
+from .config import TrainConfig
+from .engine import train
+
+__all__ = ["TrainConfig", "train"]
