@@ -15,6 +15,8 @@ same when their JSON files are equal::
     git worktree add /tmp/base OLD && PYTHONPATH=/tmp/base/src python benchmarks/behaviour_check.py -o /tmp/old.json
     python benchmarks/behaviour_check.py --compare /tmp/old.json /tmp/new.json
 
+(``--data`` points at the shared datasets when the script runs from another checkout.)
+
 No rows go to results.csv: this is a check of equality, not a measurement.
 """
 from __future__ import annotations
@@ -70,7 +72,8 @@ def run_fingerprint(run: Path) -> dict:
 
 def plans_sha(work: Path) -> str:
     p = json.loads((work / "plans.json").read_text())
-    p.pop("created", None)
+    p.pop("created", None)  # a time stamp
+    p.pop("dataset_path", None)  # where the dataset lies, not how it is planned
     return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()
 
 
@@ -79,6 +82,8 @@ def main() -> int:
     ap.add_argument("-o", "--out", help="write the fingerprint JSON here")
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two fingerprint files")
     ap.add_argument("--no-plans", action="store_true", help="skip planning the shared datasets")
+    ap.add_argument("--plans-only", action="store_true", help="only the plans (no training)")
+    ap.add_argument("--data", default=str(DATA), help=f"the shared datasets (default {DATA})")
     a = ap.parse_args()
     if a.compare:
         old, new = (json.loads(Path(p).read_text()) for p in a.compare)
@@ -95,13 +100,11 @@ def main() -> int:
         semiseg("plan", str(ds), "-o", str(tmp / "work"), "--workers", "2")
         semiseg("preprocess", str(tmp / "work"), "--workers", "2")
         res["plans_synthetic"] = plans_sha(tmp / "work")
-        semiseg("train", str(tmp / "work"), "-o", str(tmp / "sup"), "--iterations", "60", "--val-every", "30", *TRAIN)
-        res["supervised_60"] = run_fingerprint(tmp / "sup")
-        semiseg("train", str(tmp / "work"), "-o", str(tmp / "cps"), "--method", "cps", "--iterations", "30",
-                "--val-every", "30", *TRAIN)
-        res["cps_30"] = run_fingerprint(tmp / "cps")
-        if not a.no_plans and DATA.is_dir():
-            for d in sorted(p for p in DATA.iterdir() if (p / "dataset.json").exists()):
+        if not a.plans_only:
+            train_both(tmp, res)
+        data = Path(a.data)
+        if not a.no_plans and data.is_dir():
+            for d in sorted(p for p in data.iterdir() if (p / "dataset.json").exists()):
                 for extra in ([], ["--student"]):
                     w = tmp / f"plan_{d.name}{'_student' if extra else ''}"
                     semiseg("plan", str(d), "-o", str(w), "--workers", "2", *extra)
@@ -109,6 +112,14 @@ def main() -> int:
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {a.out}")
     return 0
+
+
+def train_both(tmp: Path, res: dict) -> None:
+    semiseg("train", str(tmp / "work"), "-o", str(tmp / "sup"), "--iterations", "60", "--val-every", "30", *TRAIN)
+    res["supervised_60"] = run_fingerprint(tmp / "sup")
+    semiseg("train", str(tmp / "work"), "-o", str(tmp / "cps"), "--method", "cps", "--iterations", "30",
+            "--val-every", "30", *TRAIN)
+    res["cps_30"] = run_fingerprint(tmp / "cps")
 
 
 if __name__ == "__main__":

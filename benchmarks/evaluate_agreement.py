@@ -9,6 +9,7 @@ DSC, NSD (2 mm), HD95 and ASD over all cases and classes, and the evaluate time 
 
     python benchmarks/evaluate_agreement.py
 """
+import argparse
 import csv
 import json
 import shutil
@@ -40,6 +41,7 @@ def perturb(lab: np.ndarray, rng) -> np.ndarray:
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     rng = np.random.default_rng(0)
     rows = []
     for name in ("LA", "ACDC", "CHAOS-MR"):

@@ -10,6 +10,7 @@ the rows' notes record.
 
     python benchmarks/summarize_seeds.py
 """
+import argparse
 import csv
 import re
 import statistics
@@ -32,6 +33,7 @@ def per_class(r: dict) -> dict[str, float]:
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     groups: dict[tuple, dict[str, dict]] = {}
     for r in csv.DictReader(open(CSV)):
         if r["benchmark"] in BENCHES and r["dsc"] and r["budget_min"]:

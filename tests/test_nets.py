@@ -55,3 +55,23 @@ def test_registered_networks(name, patch, opts):
 def test_patch_must_fit_the_network():
     with pytest.raises(SemisegError, match="divisible by 16"):
         create_network("unetr", {"patch_size": [24, 24, 24]}, 1, 2)
+
+
+@pytest.mark.parametrize("name", ["dynunet", "unetr", "stcn", "transunet"])
+def test_unknown_network_options_are_refused_by_name(name):
+    from semiseg.nets import network_options
+
+    cfg = {"patch_size": [16, 16], "n_stages": 3, "features_per_stage": [8, 16, 32]}
+    with pytest.raises(SemisegError, match=f"network '{name}' has no option 'hiden_size' \\(its options: "):
+        create_network(name, cfg, 1, 2, hiden_size=384)
+    assert "hiden_size" not in network_options(name) and network_options(name)
+
+
+def test_cli_refuses_a_misspelled_network_option(tiny_work, tmp_path, capsys):
+    from semiseg.cli import main
+
+    args = ["train", str(tiny_work), "-o", str(tmp_path / "r"), "--network", "unetr", "--iterations", "1", "-q",
+            "--network-options", '{"hiden_size": 384}']
+    assert main(args) == 2
+    assert "network 'unetr' has no option 'hiden_size'" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "config.json").exists()

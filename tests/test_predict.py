@@ -62,6 +62,19 @@ def test_ensemble_tta_and_2d(tiny_work, run, tmp_path):
     res = predict_folder([str(run), str(r2), f"{run}@final"], d, tmp_path / "o", tta=True, step=1.0, largest_component=True,
                          progress=False)
     assert res["done"] == 1
+    seg, _ = read_image(tmp_path / "o" / "IN_000.nii.gz")
+    assert set(np.unique(seg)) <= {0, 1, 2}
+    # the ensemble is the mean of its members' probabilities, each member with its own plan (3D and 2D)
+    from semiseg.data.dataset import Case, read_case_image
+    from semiseg.inference.predict import predict_case
+    from semiseg.inference.runs import load_models
+
+    image, g = read_case_image(Case("IN_000", [d / "IN_000_0000.nii.gz"]))
+    members = [load_models([r], "best", None, torch.device("cpu")) for r in (str(run), str(r2), f"{run}@final")]
+    ens, _ = predict_case([m[0] for m in members], image, g, step=1.0, tta=True, amp="off")
+    singles = [predict_case(m, image, g, step=1.0, tta=True, amp="off")[0] for m in members]
+    assert torch.allclose(ens, sum(singles) / 3, atol=1e-6)
+    assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the members differ: the mean is not trivial
 
 
 def test_refusals(run, tmp_path):
@@ -89,9 +102,31 @@ def test_sliding_window_tta_is_mirror_invariant():
         net.weight[1] = -1.0
     data = np.random.default_rng(0).normal(size=(1, 9, 17, 13)).astype(np.float32)
     cfg = {"patch_size": [8, 8, 8]}
-    a = sliding_window_probs([net], data, cfg, tta=False, device=torch.device("cpu"))
-    b = sliding_window_probs([net], data, cfg, tta=True, device=torch.device("cpu"))
-    assert a.shape == (2, 9, 17, 13) and torch.allclose(a, b, atol=2e-2)
+    a = sliding_window_probs([net], data, cfg, tta=False, device=torch.device("cpu"), amp="off")
+    b = sliding_window_probs([net], data, cfg, tta=True, device=torch.device("cpu"), amp="off")
+    assert a.shape == (2, 9, 17, 13) and torch.allclose(a, b, atol=1e-6)
+    # and the result is the softmax of the network's own output: the windows blend to it exactly
+    with torch.no_grad():
+        ref = torch.softmax(net(torch.from_numpy(data)[None]), 1)[0]
+    assert torch.allclose(a, ref, atol=1e-6)
+
+
+def test_amp_is_honoured(monkeypatch):
+    """--amp off computes in float32; bf16 autocast is used only when asked (or by auto on a CPU with bf16)."""
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            w = torch.ones(2, 1, 1, 1, 1)
+            y = torch.nn.functional.conv3d(x, w)
+            seen.append(y.dtype)
+            return y
+
+    data = np.random.default_rng(0).normal(size=(1, 8, 8, 8)).astype(np.float32)
+    cfg = {"patch_size": [8, 8, 8]}
+    sliding_window_probs([Probe()], data, cfg, device=torch.device("cpu"), amp="off")
+    sliding_window_probs([Probe()], data, cfg, device=torch.device("cpu"), amp="bf16")
+    assert seen == [torch.float32, torch.bfloat16]
 
 
 def test_probs_to_original_and_largest_component():

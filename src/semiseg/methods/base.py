@@ -114,8 +114,9 @@ def register_method(name: str):
             raise TypeError(f"method {name!r} must subclass semiseg.methods.Method")
         if not dataclasses.is_dataclass(cls.Options):
             raise TypeError(f"method {name!r}: Options must be a dataclass")
+        _METHODS.register(name)(cls)
         cls.name = name
-        return _METHODS.register(name)(cls)
+        return cls
     return deco
 
 
