@@ -4,7 +4,7 @@ Pseudo-labels the training cases a run treated as unlabeled (its ``split.json``)
 ``semiseg pseudolabel`` (every network of the runs; ``--tta-members`` adds mirrorings), then, as a
 benchmark only (training never opens them), scores each pseudo-label against the case's true
 label with ``semiseg evaluate`` and measures, for every score column of ``scores.csv``
-(seed 000's ``consensus``, ``consensus_3d``, and ``entropy``, where lower means more certain):
+(Pham et al.'s ``consensus``, ``consensus_3d``, and ``entropy``, where lower means more certain):
 
 - the Spearman correlation between the score and the true DSC (entropy negated, so higher is
   better for every score);

@@ -3,7 +3,7 @@
 Every row trains for the same ``--minutes`` on the same labeled subset and work folder, and is scored
 on the split's validation cases in the original geometry (``semiseg evaluate``, NSD 2 mm):
 
-1. 2D baseline: TransUNet (``--network transunet``, seed 000's baseline), supervised;
+1. 2D baseline: TransUNet (``--network transunet``, Pham et al.'s baseline), supervised;
 2. + positional encoding (``--slice-position``);
 3. + CPS: TransUNet with a DeepLabV3+ partner (``--method cps --partner deeplabv3plus``);
 4. + uncertainty-selected pseudo-labels: one ``semiseg selftrain`` round from row 3 (the unlabeled

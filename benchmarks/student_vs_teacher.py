@@ -1,9 +1,9 @@
-"""The small fast student of seed 002 against its teacher ensemble (issue 11).
+"""The small fast student of Chen et al. 2023, against its teacher ensemble (issue 11).
 
 Plans the dataset for a student (``semiseg plan --student``: 1.5x coarser spacing, 8 base features
 on the CPU, at most 256, inference step 0.8, no TTA) in its own work folder, trains it for
 ``--minutes`` on the labeled subset plus the teachers' pseudo-labels (``--pseudo-labels``, a
-``semiseg pseudolabel`` folder; ``--select all`` as seed 002), then predicts the validation cases
+``semiseg pseudolabel`` folder; ``--select all`` as Chen et al. 2023), then predicts the validation cases
 with the student and with the teacher ensemble (``--teachers``, with ``--teacher-tta`` mirroring as
 when they pseudo-labelled), each with ``semiseg predict --profile`` (seconds per case, peak RSS,
 peak GPU memory on CUDA, RSS-time and CPU-time areas sampled every 0.1 s), alternating

@@ -15,7 +15,7 @@ results.csv.
     python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --method cps --seed 1
     python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --method cps --tag unetr -- --partner unetr
     python benchmarks/train_bounds.py --dataset LA --subset labeled_8 --method cps --student
-`--student` trains on seed 002's student plan (`semiseg plan --student`: 1.5x coarser spacing, half
+`--student` trains on Chen et al.'s student plan (`semiseg plan --student`: 1.5x coarser spacing, half
 the widths; its own work folder) instead of the default plan: about 4x cheaper steps on a CPU.
 Arguments after `--` go to `semiseg train` (and are recorded in the row's notes). With a labeled
 subset the other training cases of the split are the unlabeled ones a semi-supervised method uses.

@@ -71,7 +71,7 @@ def test_loss_is_supervised_plus_lambda_times_cross_terms():
                + seg_loss(part(o2, slice(2, 4)), p1[2:]) + seg_loss(part(o2, slice(0, 2)), p1[:2]))
     assert float(out["loss"].detach()) == pytest.approx(float(sup + 0.5 * cps), rel=1e-5)
     assert out["lambda"] == 0.5 and 0 <= out["agreement_u"] <= 1
-    # the two networks start from different weights (seed 003: same architecture, other initialisation)
+    # the two networks start from different weights (Huang et al. 2022: same architecture, other initialisation)
     w1, w2 = nets["net1"].state_dict(), nets["net2"].state_dict()
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
 

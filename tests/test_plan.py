@@ -116,7 +116,7 @@ def test_plan_names_a_label_that_does_not_fit_its_image(tiny, tmp_path):
 
 
 def test_student_plan(tmp_path):
-    """seed 002's student: 1.5x coarser spacing, half the widths, at most 256, inference step 0.8."""
+    """Chen et al.'s student: 1.5x coarser spacing, half the widths, at most 256, inference step 0.8."""
     from semiseg.inference.runs import Model, model_step
 
     ds = make_dataset(tmp_path / "D", n=3, shape=(12, 24, 24))

@@ -1,4 +1,4 @@
-"""Cross pseudo supervision (Chen et al. 2021; Huang et al. 2022, 3D-CPS; Luque et al. 2022; Pham et al.
+"""Cross pseudo supervision (Chen et al. 2021; Huang et al. 2022, 3D-CPS; Luque et al. 2021; Pham et al.
 2022 for the heterogeneous 2D pair).
 
 Two networks, ``net1`` and ``net2``, see the same batch of labeled and unlabeled patches. Each is

@@ -1,4 +1,4 @@
-"""The 2D networks of seed 000's Reference module, sized to train on a CPU (larger by options):
+"""The 2D networks of Pham et al.'s Reference module, sized to train on a CPU (larger by options):
 
 - ``deeplabv3plus``: a residual CNN encoder (output stride 16), atrous spatial pyramid pooling
   (MONAI's ``SimpleASPP``) and DeepLabV3+'s decoder (the ASPP output upsampled to stride 4 and
@@ -7,7 +7,7 @@
   (MONAI ``TransformerBlock``s over the stride-16 tokens, learned position embeddings) and a
   cascaded upsampling decoder with the CNN's skips, long-range context.
 
-With the slice positional encoding (``semiseg train --slice-position``; seed 000 eq. 1 and Fig.
+With the slice positional encoding (``semiseg train --slice-position``; Pham et al. 2022, eq. 1 and Fig.
 4) the input's last channel is the constant plane PE(k) = k / T of the slice; these networks take
 it out of the image, embed it (a small linear layer) and concatenate the embedding with the
 decoder's features just before the segmentation head. Both return (B, K, H, W) logits.
@@ -164,7 +164,7 @@ def deeplabv3plus(cfg: dict, in_channels: int, out_channels: int, base_features:
 def transunet(cfg: dict, in_channels: int, out_channels: int, base_features: int = 16, hidden_size: int = 256,
               num_layers: int = 4, num_heads: int = 8, mlp_dim: int = 512):
     """TransUNet-like CNN + Transformer hybrid (2D; the patch divisible by 16); ~3.4 M parameters at
-    the defaults (seed 000's R50-ViT is 105 M: ``hidden_size`` 768, ``num_layers`` 12)."""
+    the defaults (Pham et al.'s R50-ViT is 105 M: ``hidden_size`` 768, ``num_layers`` 12)."""
     _check_2d("transunet", cfg)
     pos = bool(cfg.get("slice_position"))
     return TransUNet(in_channels - pos, out_channels, cfg["patch_size"], base_features, hidden_size, num_layers,

@@ -1,5 +1,5 @@
 """STCN, the space-time correspondence network of video object segmentation (Cheng et al., NeurIPS
-2021), as seed 000's Propagation module: masks of a few slices are carried to the others.
+2021), as Pham et al.'s Propagation module: masks of a few slices are carried to the others.
 
 - a **key encoder** turns a slice into a key (stride 8) and the skip features of the decoder;
 - a **value encoder** turns a slice with one object's mask into a value, fused with the slice's key
@@ -10,7 +10,7 @@
   memory positions, softmax over them, and reads their values;
 - a **decoder** upsamples the read-out with the query's skips to one logit per pixel (one object).
 
-Class-agnostic and binary (seed 000: "STCN can be simply trained in the binary manner"): a volume's
+Class-agnostic and binary (Pham et al. 2022: "STCN can be simply trained in the binary manner"): a volume's
 classes are propagated one at a time and fused by probability (``semiseg.propagate``). The encoders
 are small residual CNNs with group norm (batches of a few triplets, trained from scratch); the widths
 scale with ``width`` (default 32 on the CPU: ~1.4 M parameters; STCN's ResNet-50/18 is ~54 M).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..data.dataset import Dataset
 from ..utils import SemisegError
 
-CT_WINDOWS = {  # (level, width) in HU; seed 000 section 2.1 stacks abdomen, chest and bone windows
+CT_WINDOWS = {  # (level, width) in HU; Pham et al. 2022, section 2.1 stacks abdomen, chest and bone windows
     "abdomen": (40.0, 400.0),
     "chest": (-600.0, 1500.0),
     "bone": (400.0, 1800.0),
@@ -25,7 +25,7 @@ def choose_normalization(ds: Dataset, fp: dict, ct_stats: str | None, ct_windows
             if ct_windows:
                 out.append({"channel": name, "scheme": "ct_windows",
                             "windows": [{"name": w[0], "level": w[1], "width": w[2]} for w in ct_windows],
-                            "why": "CT windowing into one channel per window (seed 000)"})
+                            "why": "CT windowing into one channel per window (Pham et al. 2022)"})
                 continue
             src = ct_stats or ("foreground" if st["foreground"] else "all_voxels")
             s = st[src] if src == "foreground" else st["all_voxels"]
@@ -35,7 +35,7 @@ def choose_normalization(ds: Dataset, fp: dict, ct_stats: str | None, ct_windows
                         "clip": [s["percentile_00_5"], s["percentile_99_5"]],
                         "mean": s["mean"], "std": s["std"],
                         "why": f"CT: clip to the 0.5/99.5 percentiles of the {src.replace('_', ' ')} "
-                               "then z-score with its mean/std (nnU-Net; 'all voxels' is seed 003's variant)"})
+                               "then z-score with its mean/std (nnU-Net; 'all voxels' is Huang et al.'s variant)"})
         elif key in ("nonorm", "none"):
             out.append({"channel": name, "scheme": "none", "why": "channel name says noNorm"})
         elif key in ("rescale_to_0_1", "rgb_to_0_1"):

@@ -115,7 +115,8 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
                            {"spacing": [None if v in (None, 0) else float(v) for v in forced_spacing],
                             "rule": forced_spacing_rule}),
         "budget": {"cpu": cpu.__dict__, "gpu": gpu.__dict__},
-        "inference": ({"step": 0.8, "tta": False, "why": "student (seed 002): larger sliding-window step, no TTA"}
+        "inference": ({"step": 0.8, "tta": False,
+                       "why": "student (Chen et al. 2023): larger sliding-window step, no TTA"}
                       if student else {"step": 0.5, "tta": False, "why": "nnU-Net's default step"}),
         "student": student,
         "configurations": configs,

@@ -46,10 +46,10 @@ def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[float
 
 def forced_inference_spacing(forced: list[float | None], original_zyx: list[float],
                              n_slices: int, rule: str = "fixed") -> list[float]:
-    """Spacing to resample an inference image to (seed 003, section 2.2), in (z, y, x).
+    """Spacing to resample an inference image to (Huang et al. 2022, section 2.2), in (z, y, x).
 
     ``forced`` holds the default (s_z, s_y, s_x); ``None`` keeps the image's own spacing on that
-    axis. ``rule="slices"`` applies seed 003's slice-count rule: fewer than 150 slices -> only
+    axis. ``rule="slices"`` applies Huang et al.'s slice-count rule: fewer than 150 slices -> only
     s_x and s_y are forced (s_z stays the original); 150..600 -> all forced; more than 600 ->
     s_x, s_y forced and s_z = max(0.8, 600 / S) * s_z(original).
     """
