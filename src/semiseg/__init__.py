@@ -14,6 +14,8 @@ The packages follow the pipeline, each importing only those below it (checked by
 ``inference`` > ``nets`` > ``preprocessing`` | ``evaluation`` > ``planning`` > ``data`` > ``utils``.
 The API functions are imported on first use so that ``import semiseg`` stays light.
 """
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -34,8 +36,6 @@ __all__ = ["__version__", *_API]
 
 def __getattr__(name):
     if name in _API:
-        import importlib  # noqa: PLC0415 - lazy API, see the docstring
-
         mod, fn = _API[name]
         return getattr(importlib.import_module(f".{mod}", __name__), fn)
     raise AttributeError(f"module 'semiseg' has no attribute {name!r}")
