@@ -1,20 +1,7 @@
-"""Shared by the subcommands: the options every command has, JSON options, labeled-case options."""
+"""Shared by the subcommands: the progress switch, labeled-case options, trained-model options."""
 from __future__ import annotations
 
 import argparse
-import json
-
-from ..utils import SemisegError
-
-
-def json_option(text: str, flag: str) -> dict:
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SemisegError(f"{flag}: not JSON ({e}); e.g. '{{\"hidden_size\": 384}}'") from None
-    if not isinstance(v, dict):
-        raise SemisegError(f"{flag}: needs a JSON object of options, not {text!r}")
-    return v
 
 
 def progress(a) -> bool:

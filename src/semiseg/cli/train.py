@@ -13,11 +13,11 @@ from ..methods import add_option_flags, available_methods, create_method, method
 from ..nets import available as available_networks
 from ..planning import load_plans
 from ..training import TrainConfig, train
-from ..utils import SemisegError, read_json
+from ..utils import SemisegError, json_object, read_json
 from ..utils.device import AMP_CHOICES
 from ..workflows.demo import run_demo
 from ..workflows.selftrain import selftrain
-from .common import json_option, progress
+from .common import progress
 
 
 def train_config(a) -> TrainConfig:
@@ -34,10 +34,10 @@ def train_config(a) -> TrainConfig:
         labeled = split["labeled"][:a.labeled]
     opts = {k: v for k, v in (("base_features", a.base_features), ("depth", a.depth)) if v}
     if a.network_options:
-        opts.update(json_option(a.network_options, "--network-options"))
+        opts.update(json_object(a.network_options, "--network-options"))
     mopts = options_from_args(a, a.method)
     if a.method_options:
-        mopts.update(json_option(a.method_options, "--method-options"))
+        mopts.update(json_object(a.method_options, "--method-options"))
     aug = {"enabled": not a.no_augment}
     if a.elastic is not None:
         aug["p_elastic"] = a.elastic

@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass, field
 
-from ..utils import Registry, SemisegError
+from ..utils import Registry, SemisegError, json_object
 
 _METHODS = Registry("method")
 
@@ -150,16 +149,6 @@ def _flag(cls: type, f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or f"--{cls.name}-{f.name.replace('_', '-')}"
 
 
-def _json_object(text: str, flag: str) -> dict:
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise SemisegError(f"{flag}: not JSON ({e})") from None
-    if not isinstance(v, dict):
-        raise SemisegError(f"{flag}: needs a JSON object, not {text!r}")
-    return v
-
-
 def _kind(cls: type, f: dataclasses.Field) -> type:
     tp = typing.get_type_hints(cls.Options)[f.name]
     return ([a for a in typing.get_args(tp) if a is not type(None)] or [tp])[0]
@@ -201,5 +190,5 @@ def options_from_args(args: argparse.Namespace, method: str) -> dict:
                 continue
             if name != method:
                 raise SemisegError(f"{_flag(cls, f)} is an option of --method {name}, not of --method {method}")
-            out[f.name] = _json_object(v, _flag(cls, f)) if _kind(cls, f) is dict else v
+            out[f.name] = json_object(v, _flag(cls, f)) if _kind(cls, f) is dict else v
     return out

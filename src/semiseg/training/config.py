@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
+from ..planning import Plans
 from ..planning.topology import repatch
 from ..pseudolabels.selection import parse_select
 from ..utils import SemisegError
@@ -90,10 +91,7 @@ class TrainConfig:
 
     def resolved_configuration(self, plans: dict) -> dict:
         """The plan's configuration with this run's overrides (patch, batch)."""
-        if self.configuration not in plans["configurations"]:
-            raise SemisegError(f"configuration {self.configuration!r} is not in plans.json "
-                               f"(it has {', '.join(plans['configurations'])})")
-        cfg = dict(plans["configurations"][self.configuration])
+        cfg = dict(Plans(plans).configuration(self.configuration))
         if self.slice_position:
             if len(cfg["patch_size"]) != 2:
                 raise SemisegError("--slice-position is for 2D configurations (--config 2d)")

@@ -78,6 +78,18 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
         np.save(tmp, array, allow_pickle=False)
 
 
+def json_object(text: str, flag: str) -> dict:
+    """A JSON object given on the command line (``--network-options``, ``--method-options``...), or
+    SemisegError naming the flag."""
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SemisegError(f"{flag}: not JSON ({e}); e.g. '{{\"hidden_size\": 384}}'") from None
+    if not isinstance(v, dict):
+        raise SemisegError(f"{flag}: needs a JSON object of options, not {text!r}")
+    return v
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     path = Path(path)
     if not path.is_file():
