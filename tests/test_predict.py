@@ -77,6 +77,24 @@ def test_ensemble_tta_and_2d(tiny_work, run, tmp_path):
     assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the members differ: the mean is not trivial
 
 
+def test_a_run_of_an_earlier_version_is_recorded_and_predicts(run, tmp_path, capsys):
+    """Run folders made before networks.json existed: the command line writes the record from the
+    run's config.json and plans.json, identical to what training writes now."""
+    import json
+
+    from semiseg.cli import main
+
+    record = json.loads((run / "networks.json").read_text())
+    (run / "networks.json").unlink()
+    d = _inputs(tmp_path, 1)
+    with pytest.raises(SemisegError, match="networks.json: missing; the run was made by an earlier semiseg"):
+        predict_folder([str(run)], d, tmp_path / "x", progress=False)
+    assert main(["predict", f"{run}@final", "-i", str(d), "-o", str(tmp_path / "o"), "-q"]) == 0
+    assert "made by an earlier semiseg; wrote its networks.json" in capsys.readouterr().out
+    assert json.loads((run / "networks.json").read_text()) == record
+    assert (tmp_path / "o" / "IN_000.nii.gz").exists()
+
+
 def test_refusals(run, tmp_path):
     d = _inputs(tmp_path, 1)
     with pytest.raises(SemisegError, match="output folder is the input folder"):

@@ -6,12 +6,19 @@ import statistics
 from ..inference.predict import predict_folder
 from ..propagation.files import propagate_file
 from ..pseudolabels.pseudolabel import pseudolabel_folder
+from ..training.records import record_earlier_runs
 from ..utils import SemisegError
 from ..utils.device import AMP_CHOICES
 from .common import add_model_args, progress
 
 
+def _record(runs) -> None:
+    for r in record_earlier_runs(runs):
+        print(f"{r}: made by an earlier semiseg; wrote its networks.json (what prediction needs)")
+
+
 def cmd_predict(a) -> int:
+    _record(a.runs)
     r = predict_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
                        forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
                        largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
@@ -26,6 +33,7 @@ def cmd_predict(a) -> int:
 
 
 def cmd_pseudolabel(a) -> int:
+    _record(a.runs)
     r = pseudolabel_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
                            tta_members=a.tta_members, num_parts=a.num_parts, part_id=a.part_id,
                            overwrite=a.overwrite, device=a.device, progress=progress(a))
@@ -44,6 +52,7 @@ def cmd_propagate(a) -> int:
                 from None
     if a.reference and (a.slices or a.axis is not None):
         raise SemisegError("--slices and --axis are for --labels (interactive propagation)")
+    _record([a.run, *(a.reference or [])])
     r = propagate_file(a.run, a.image, a.out, a.labels, slices, a.axis, "best", a.recent, a.reference, a.k,
                        a.ref_rule, a.ref_count, a.device)
     src = (f"slices {r['slices']}" if a.labels else

@@ -51,8 +51,8 @@ def read_record(run: Path) -> dict:
     if not (run / "config.json").exists():
         raise SemisegError(f"{run}: not a semiseg run folder (no config.json)")
     if not (run / RECORD).exists():
-        raise SemisegError(f"{run / RECORD}: missing; the run was made before semiseg recorded it, or did not "
-                           "start (retrain it)")
+        raise SemisegError(f"{run / RECORD}: missing; the run was made by an earlier semiseg (the command line "
+                           "records it; in Python: semiseg.training.records.record_earlier_run) or did not start")
     return read_json(run / RECORD, "the run's network record")
 
 

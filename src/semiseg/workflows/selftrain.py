@@ -38,6 +38,7 @@ from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..pseudolabels.selection import parse_select, read_scores, select_cases
 from ..training import TrainConfig, train
 from ..training.engine import run_cases
+from ..training.records import record_earlier_run
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
 HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0001]
@@ -80,6 +81,8 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
             raise SemisegError(f"--rounds must be at least 1, not {rounds}")
         if init_run and not (Path(init_run) / "summary.json").exists():
             raise SemisegError(f"{init_run}: not a finished run (no summary.json)")
+        if init_run:
+            record_earlier_run(init_run)
         load_plans(work)
         st = {"config": cfg.to_dict(), "rounds": rounds, "select": select, "select_score": select_score,
               "init_run": str(Path(init_run).resolve()) if init_run else None, "tta_members": tta_members,
