@@ -62,13 +62,14 @@ def _cli(*args):
 STCN_ARGS = ["--config", "2d", "--method-options", '{"crop": 16}', "--network-options", '{"width": 8}']
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn"])
+@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn", "mean-teacher"])
 def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
     gate = method == "cps-gate"  # the gate's running Dice must come back from the checkpoint
     method = "cps" if gate else method
     common = ["--iterations", 14, "--val-every", 2, "--log-every", 1, "--amp", "off", "--workers", 1,
               "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else []) + \
-        (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else ["--base-features", 4])
+        (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else ["--base-features", 4]) + \
+        (["--labeled", 2, "--mean-teacher-decay", 0.9] if method == "mean-teacher" else [])
     ref = tmp_path / "ref"
     subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
     run = tmp_path / "killed"
@@ -102,7 +103,7 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
             assert torch.allclose(wa[k], nb[name][k], atol=1e-5), (name, k)
 
 
-@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn"])
+@pytest.mark.parametrize("method", ["supervised", "cps", "cps-gate", "stcn", "mean-teacher"])
 def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     gate = method == "cps-gate"  # the ranks count the labeled Dice together and open the gate together
     method = "cps" if gate else method
@@ -115,6 +116,8 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
             (["--cps-gate", 0.01, "--log-every", 1] if gate else [])
     if method == "stcn":
         common += STCN_ARGS
+    if method == "mean-teacher":  # 2 labeled + 2 unlabeled per rank, copy-paste boxes drawn for the global batch
+        common += ["--labeled", 2, "--mean-teacher-decay", 0.9]
     one = tmp_path / "one"
     subprocess.run(_cli(tiny_work, "-o", one, *common), check=True, capture_output=True)
     two = tmp_path / "two"
@@ -125,7 +128,8 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     assert p.returncode == 0, p.stderr[-3000:]
     na = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]
     nb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]
-    assert set(na) == {"supervised": {"net"}, "cps": {"net1", "net2"}, "stcn": {"stcn"}}[method]
+    assert set(na) == {"supervised": {"net"}, "cps": {"net1", "net2"}, "stcn": {"stcn"},
+                       "mean-teacher": {"net", "teacher"}}[method]
     for name, wa in na.items():
         wb = nb[name]
         diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)

@@ -42,7 +42,7 @@ def train_config(a) -> TrainConfig:
     if a.elastic is not None:
         aug["p_elastic"] = a.elastic
     cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
-                      network_options=opts, patch_size=a.patch_size, slice_position=a.slice_position,
+                      network_options=opts, init=a.init, patch_size=a.patch_size, slice_position=a.slice_position,
                       batch_size=a.batch_size, unlabeled_batch=a.unlabeled_batch, labeled=labeled,
                       pseudo_labels=getattr(a, "pseudo_labels", None),
                       select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
@@ -106,6 +106,8 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
                    help="2d: give the networks each slice's position PE(k) = k / T (Pham et al. 2022, eq. 1); "
                         "deeplabv3plus and transunet embed it before their head, other networks take it as one "
                         "more input channel")
+    p.add_argument("--init", metavar="RUN[@CKPT]", help="warm start: every network starts from that finished run's "
+                   "weights (same plan and network; the schedule starts fresh; default checkpoint best)")
     p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
     p.add_argument("--unlabeled-batch", type=int,
                    help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")

@@ -1,10 +1,11 @@
 """Training methods: small objects that name their networks and return their losses.
 
 ``base`` holds the contract (:class:`Method`, :class:`NetworkSpec`) and the registry; each method
-is one file: ``supervised``, ``cps`` (cross pseudo supervision), ``propagation`` (``--method
-stcn``: the mask-propagation network). ``losses`` holds the segmentation losses they share.
+is one file: ``supervised`` (also BCP's copy-paste pre-training), ``cps`` (cross pseudo
+supervision), ``mean_teacher`` (an EMA teacher, BCP's bidirectional copy-paste), ``propagation``
+(``--method stcn``: the mask-propagation network). ``losses`` and ``mixing`` are what they share.
 """
-from . import cps, propagation, supervised  # noqa: F401  (each registers its method)
+from . import cps, mean_teacher, propagation, supervised  # noqa: F401  (each registers its method)
 from .base import (
                    Method,
                    NetworkSpec,

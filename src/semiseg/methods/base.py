@@ -61,6 +61,10 @@ class Method:
         self.config = config
         self.opts = parse_options(type(self), dict(config.method_options or {}))
 
+    def setup(self, nets: dict) -> None:
+        """Called once the networks are built (and warm-started with ``--init``), before a resumed
+        run restores its checkpoint: e.g. start an EMA teacher as a copy of its student."""
+
     def networks(self) -> dict[str, NetworkSpec]:
         """The networks to build, by name, in this order (the engine seeds once, then builds each).
         Default: one trainable network ``net`` of the run's ``--network``."""

@@ -67,6 +67,25 @@ def seg_loss(out, target: torch.Tensor, kind: str = "dice_ce") -> torch.Tensor:
     return sum(wi * fn(h, target) for wi, h in zip(w, hs))
 
 
+def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(Dice + CE) / 2 over the voxels where ``mask`` (B, *spatial, in [0, 1]) is on, as BCP's
+    ``mix_loss`` term (Bai et al. 2023): CE averaged over the masked voxels, soft Dice of the
+    masked probabilities and one-hot target (foreground classes, per sample)."""
+    m = mask.to(torch.float32)
+    ce = (F.cross_entropy(logits.float(), target.long(), reduction="none") * m).sum() / (m.sum() + 1e-16)
+    probs = logits.float().softmax(1)[:, 1:] * m[:, None]
+    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype) * m[:, None]
+    dims = tuple(range(2, probs.dim()))
+    dice = 1 - ((2 * (probs * onehot).sum(dims) + 1e-5) / (probs.sum(dims) + onehot.sum(dims) + 1e-5)).mean()
+    return (dice + ce) / 2
+
+
+def masked_seg_loss(out, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`masked_dice_ce` of a (possibly deep-supervised) output, nnU-Net's head weights."""
+    hs = heads(out)
+    return sum(wi * masked_dice_ce(h, target, mask) for wi, h in zip(deep_supervision_weights(len(hs)), hs))
+
+
 # --------------------------------------------------------------------------- binary, for propagation
 def bootstrapped_bce(logits: torch.Tensor, target: torch.Tensor, top_p: float = 1.0) -> torch.Tensor:
     """Binary cross-entropy averaged over the ``top_p`` fraction of the hardest pixels of each

@@ -28,6 +28,7 @@ class TrainConfig:
     batch_size: int | None = None      # global labeled batch (default: the plan's)
     unlabeled_batch: int | None = None  # unlabeled patches per global batch (default: the method's choice)
     labeled: list | None = None        # a subset of the plan's labeled cases (others become unlabeled)
+    init: str | None = None            # RUN[@CHECKPOINT]: start every network from that run's weights (warm start)
     pseudo_labels: str | None = None   # a `semiseg pseudolabel` output folder: selected scans train as labeled
     select: str = "all"                # which pseudo-labels: threshold:T | top:FRACTION | all (semiseg.selection)
     select_score: str = "consensus"    # the scores.csv column the selection ranks by

@@ -45,6 +45,7 @@ from .config import TrainConfig, input_channels
 from .runlog import RunLog
 from .sampling import PatchBatches, batch_loader
 from .state import TrainState, restore_state, save_state
+from .warmstart import warm_start
 
 
 @dataclass
@@ -65,6 +66,8 @@ class Setup:
     pseudo: list = field(default_factory=list)
     pseudo_scores: dict = field(default_factory=dict)
     label_dirs: dict = field(default_factory=dict)
+    resume: bool = False
+    warm: dict = field(default_factory=dict)  # network -> the --init run's network it started from
 
     @property
     def checkpoints(self) -> Path:
@@ -166,7 +169,8 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
             raise SemisegError(f"{run}: the run folder must not be the work or dataset folder")
     if resume:  # the run's own configuration wins
         cfg = TrainConfig.from_dict(read_json(run / "config.json", "run configuration"))
-    s = Setup(work, run, cfg, plans, cfg.resolved_configuration(plans), *run_cases(work, cfg), rank, world, local)
+    s = Setup(work, run, cfg, plans, cfg.resolved_configuration(plans), *run_cases(work, cfg), rank, world, local,
+              resume=resume)
     if cfg.pseudo_labels:
         s.pseudo, s.pseudo_scores = pseudo_selection(cfg, s.unlabeled, run, resume)
         s.unlabeled = [c for c in s.unlabeled if c not in set(s.pseudo)]
@@ -204,6 +208,9 @@ def build(s: Setup) -> Parts:
     specs = method.networks()
     n_in, n_cls = input_channels(s.plans, s.net_cfg), s.plans.num_classes
     nets = {k: create_network(v.network, s.net_cfg, n_in, n_cls, **v.options).to(s.device) for k, v in specs.items()}
+    if cfg.init and not s.resume:  # on resume the checkpoint brings the weights
+        s.warm = warm_start(nets, specs, cfg.init, s.plans)
+    method.setup(nets)
     optims = {k: make_optimizer(cfg, nets[k].parameters()) for k, v in specs.items() if v.trainable}
     train_nets = {k: distributed.wrap(n, s.world, s.local, s.device) if k in optims else n for k, n in nets.items()}
     batch = s.net_cfg["batch_size"]
@@ -256,6 +263,8 @@ def start_log(s: Setup, p: Parts, st: TrainState, log: RunLog, resume: bool, val
         log.log(n)
     if cfg.method_options:
         log.log(f"method options: {cfg.method_options}")
+    if s.warm:
+        log.log(f"warm start from {cfg.init}: " + ", ".join(f"{k} <- {v}" for k, v in s.warm.items()))
     log.log("parameters: " + ", ".join(f"{k} {sum(q.numel() for q in v.parameters()) / 1e6:.2f} M"
                                         for k, v in p.nets.items()))
 
