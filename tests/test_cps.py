@@ -141,7 +141,7 @@ def test_heterogeneous_pair_cnn_and_transformer():
 def test_bad_options_are_refused():
     with pytest.raises(SemisegError, match="method 'cps' has no option 'lamda' \\(its options: partner, "):
         create_method("cps", train_config(method="cps", method_options={"lamda": 1}))
-    with pytest.raises(SemisegError, match="method 'supervised' has no option 'lambda_max' \\(it takes none\\)"):
+    with pytest.raises(SemisegError, match="method 'supervised' has no option 'lambda_max' \\(its options: mix, box\\)"):
         create_method("supervised", train_config(method_options={"lambda_max": 1}))
     with pytest.raises(SemisegError, match="CPS memory mode"):
         create_method("cps", train_config(method="cps", method_options={"memory": "both"}))
