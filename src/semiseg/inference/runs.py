@@ -37,11 +37,9 @@ class Model:
 
 def write_record(run: Path, configuration: dict, in_channels: int, out_channels: int, networks: dict,
                  predict_with: list[str]) -> None:
-    """``RUN/networks.json``: ``networks`` maps a name to ``{"network", "options"}`` (dicts or
-    objects with those attributes)."""
-    nets = {k: {"network": getattr(v, "network", None) or v["network"],
-                "options": dict(getattr(v, "options", None) or (v.get("options") if isinstance(v, dict) else {}) or {})}
-            for k, v in networks.items()}
+    """``RUN/networks.json``: ``networks`` maps a name to a method's NetworkSpec (``network``,
+    ``options``)."""
+    nets = {k: {"network": v.network, "options": dict(v.options)} for k, v in networks.items()}
     write_json({"configuration": configuration, "in_channels": int(in_channels), "out_channels": int(out_channels),
                 "networks": nets, "predict_with": list(predict_with)}, Path(run) / RECORD)
 
@@ -66,6 +64,15 @@ def parse_run_spec(spec, checkpoint: str = "best") -> tuple[str, str]:
     return s, checkpoint
 
 
+def checkpoint_path(run: Path, checkpoint: str) -> Path:
+    """``RUN/checkpoints/<checkpoint>.pt`` (``best``, ``final``, ``latest``) or a ``.pt`` file given
+    as is; SemisegError when it does not exist."""
+    ck = Path(checkpoint) if checkpoint.endswith(".pt") else Path(run) / "checkpoints" / f"{checkpoint}.pt"
+    if not ck.exists():
+        raise SemisegError(f"{ck}: no such checkpoint (a run writes best.pt, final.pt and latest.pt)")
+    return ck
+
+
 def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None = None,
              device: torch.device | None = None) -> Model:
     """Load a run's networks from ``RUN/checkpoints/<checkpoint>.pt`` (``best``, ``final``,
@@ -74,9 +81,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
     run = Path(run)
     rec = read_record(run)
     plans = load_plans(run)
-    ck = Path(checkpoint) if checkpoint.endswith(".pt") else run / "checkpoints" / f"{checkpoint}.pt"
-    if not ck.exists():
-        raise SemisegError(f"{ck}: no such checkpoint (a run writes best.pt, final.pt and latest.pt)")
+    ck = checkpoint_path(run, checkpoint)
     state = load_checkpoint(ck)
     device = device or default_device()
     names = nets or rec["predict_with"]

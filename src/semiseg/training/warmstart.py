@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inference.runs import parse_run_spec, read_record
+from ..inference.runs import checkpoint_path, parse_run_spec, read_record
 from ..planning import load_plans
 from ..preprocessing.cache import plan_hash
 from ..utils import SemisegError
@@ -29,10 +29,7 @@ def warm_start(nets: dict, specs: dict, init: str, plans: dict) -> dict[str, str
     if plan_hash(load_plans(run)) != plan_hash(plans):
         raise SemisegError(f"--init {init}: that run was planned differently (target spacing, normalisation or "
                            "resampling); warm-start from a run on the same work folder")
-    path = Path(ck) if ck.endswith(".pt") else run / "checkpoints" / f"{ck}.pt"
-    if not path.exists():
-        raise SemisegError(f"{path}: no such checkpoint (a run writes best.pt, final.pt and latest.pt)")
-    state = load_checkpoint(path)["nets"]
+    state = load_checkpoint(checkpoint_path(run, ck))["nets"]
     taken = {}
     for name, net in nets.items():
         src = name if name in state and name in rec["networks"] else rec["predict_with"][0]
