@@ -7,7 +7,10 @@ Recipes:
   budget, then ``--method mean-teacher --mix copy-paste`` warm-started from it (``--init``) for the
   rest (Bai et al. 2023's two stages);
 - ``mt``: the same with ``--mix none`` (a plain mean teacher after supervised pre-training);
-- ``cps-warm``: supervised pre-training, then CPS with both networks warm-started from it.
+- ``cps-warm``: supervised pre-training, then CPS with both networks warm-started from it;
+- ``offline``: a supervised teacher for ``--share`` of the budget, ``semiseg pseudolabel`` of every
+  unlabeled scan of the split with it (mirrorings as members; its minutes are counted), then a
+  student warm-started from the teacher on the labels plus every pseudo-label for the rest.
 
 Each stage is a ``semiseg train`` run on the work folder of ``train_bounds.py`` (``--student`` for
 the student plan); the last stage's networks predict the validation cases, scored in the original
@@ -20,13 +23,15 @@ minutes and iterations).
 import argparse
 import json
 import shutil
+import time
 
-from _common import DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
+from _common import DATA, HERE, append_rows, case_images, predict_and_score, prepared_work, sh, val_images
 
 RECIPES = {
     "bcp": [("supervised", ["--supervised-mix", "copy-paste"]), ("mean-teacher", ["--mix", "copy-paste"])],
     "mt": [("supervised", []), ("mean-teacher", ["--mix", "none"])],
     "cps-warm": [("supervised", []), ("cps", [])],
+    "offline": [("supervised", []), ("pseudolabel", []), ("supervised", ["--select", "all"])],
 }
 
 
@@ -50,14 +55,28 @@ def main():
     name = f"{a.dataset}-{a.subset}-{a.config}{'-student' if a.student else ''}-recipe-{a.recipe}-s{a.seed}"
     root = HERE / "_work" / "runs" / name
     shutil.rmtree(root, ignore_errors=True)
-    stages, prev, done = RECIPES[a.recipe], None, []
+    stages, prev, done, spent, pl = RECIPES[a.recipe], None, [], 0.0, None
+    trainings = sum(m != "pseudolabel" for m, _ in stages)
     with ResourceSampler(interval=0.5) as s:
         for i, (method, extra) in enumerate(stages):
-            minutes = a.minutes * (a.share if i == 0 else (1 - a.share) / (len(stages) - 1))
+            t0 = time.time()
+            if method == "pseudolabel":
+                split = json.loads((prev / "split.json").read_text())
+                imgs = case_images(a.dataset, split["unlabeled"], root / "unlabeled_images")
+                pl = root / f"stage{i}-pseudolabel"
+                sh(["pseudolabel", prev, "-i", imgs, "-o", pl, "--tta-members", "-q"])
+                spent += time.time() - t0
+                done.append(f"pseudolabel {len(split['unlabeled'])} scans {(time.time() - t0) / 60:.1f} min")
+                continue
+            left = a.minutes - spent / 60
+            minutes = a.minutes * a.share if i == 0 else left / (trainings - sum(
+                1 for m, _ in stages[:i] if m != "pseudolabel"))
             run = root / f"stage{i}-{method}"
             sh(["train", work, "-o", run, "--config", a.config, "--minutes", f"{minutes:g}", "--seed", a.seed,
                 "--method", method, "--labeled-list", ds / "ssl_labeled_subsets.json", "--labeled-key", a.subset,
-                "-q", *(["--init", f"{prev}@best"] if prev else []), *extra, *a.train_args])
+                "-q", *(["--init", f"{prev}@best"] if prev else []), *(["--pseudo-labels", pl] if pl else []),
+                *extra, *a.train_args])
+            spent += time.time() - t0
             summ = json.loads((run / "summary.json").read_text())
             done.append(f"{method} {' '.join(extra)} {minutes:g} min {summ['iterations']} it "
                         f"(best val Dice {summ['best_val_dice']:.4f} at {summ['best_iteration']})")

@@ -38,9 +38,9 @@ def test_hard_agreement_known_values():
     assert hard_agreement(torch.zeros(1, 4), torch.zeros(1, 4), 3) == 1.0
 
 
-def _pair(**opts):
-    """A CPS method and its two networks, in training mode."""
-    cfg = train_config(method="cps", method_options=opts)
+def _pair(class_gate=0.0, **opts):
+    """A CPS method and its two networks, in training mode (every class admitted unless told)."""
+    cfg = train_config(method="cps", method_options=opts, class_gate=class_gate)
     m = create_method("cps", cfg)
     torch.manual_seed(0)
     nets = {k: create_network(s.network, CFG3, 1, 3, **s.options) for k, s in m.networks().items()}

@@ -44,7 +44,8 @@ def train_config(a) -> TrainConfig:
     cfg = TrainConfig(configuration=a.config, method=a.method, method_options=mopts, network=a.network,
                       network_options=opts, init=a.init, patch_size=a.patch_size, slice_position=a.slice_position,
                       batch_size=a.batch_size, unlabeled_batch=a.unlabeled_batch, labeled=labeled,
-                      pseudo_labels=getattr(a, "pseudo_labels", None),
+                      pseudo_labels=getattr(a, "pseudo_labels", None), class_gate=a.class_gate,
+                      class_weights=a.class_weights,
                       select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
                       minutes=a.minutes, iterations=a.iterations, optimizer=a.optimizer, lr=a.lr,
                       weight_decay=a.weight_decay, loss=a.loss, fg_oversample=a.fg_oversample, aug=aug,
@@ -111,6 +112,15 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
     p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
     p.add_argument("--unlabeled-batch", type=int,
                    help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
+    g = p.add_argument_group("pseudo-labels made during training (cps, mean-teacher)")
+    g.add_argument("--class-gate", type=float, default=0.5, metavar="DICE",
+                   help="a class enters the pseudo-label loss only once the network that makes the pseudo-labels "
+                        "(teacher, CPS partner) predicts it on the labeled patches with running Dice >= DICE; "
+                        "before, it is merged with background (neither taught nor suppressed); 0 = every class "
+                        "from the start (default 0.5)")
+    g.add_argument("--class-weights", action="store_true",
+                   help="distribution-aware class weights on the pseudo-label CE (Wang and Li 2023, DHC): rare "
+                        "classes weigh more, from the running class counts of the pseudo-labels")
     for name in available_methods():
         add_option_flags(p, method_class(name))
     g = p.add_argument_group("labeled cases (default: the plan's; the others become unlabeled)")

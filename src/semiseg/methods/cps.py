@@ -27,6 +27,9 @@ two networks one after the other from one seeded RNG, so their weights differ), 
 ``partner`` network (3D U-Net + UNETR as Luque et al.; in 2D a CNN with a Transformer hybrid).
 Validation and prediction sum both networks' softmax; ``semiseg predict --nets net1`` uses one.
 
+Per class (``--class-gate``, :mod:`.classaware`): a class enters the cross-pseudo loss of one network
+only once the other predicts it on the labeled patches; before, it is merged with background.
+
 Memory. ``memory="joint"`` runs each network once on the labeled+unlabeled batch and keeps both
 graphs until the backward pass (two networks at twice the batch: about 4x the activations of
 supervised training). ``memory="sequential"`` computes net2's pseudo-labels without a graph, then
@@ -44,6 +47,7 @@ import torch
 from ..evaluation.metrics import counts_dice, dice_counts
 from ..utils import SemisegError, class_argmax
 from .base import Method, NetworkSpec, register_method
+from .classaware import ClassGate, all_reduce_sum
 from .losses import heads, main_output, seg_loss
 
 
@@ -119,12 +123,17 @@ class CPS(Method):
         super().__init__(config)
         # the quality gate's state: running labeled-patch Dice, progress at which the gate opened
         self.quality, self.opened = 0.0, (None if self.opts.gate > 0 else 0.0)
+        # per-class admission of each network's pseudo-labels (keyed by the network that makes them)
+        self.classes = {k: ClassGate(config.class_gate, config.class_weights) for k in ("net1", "net2")}
 
     def state_dict(self) -> dict:
-        return {"quality": self.quality, "opened": self.opened}
+        return {"quality": self.quality, "opened": self.opened,
+                "classes": {k: g.state_dict() for k, g in self.classes.items()}}
 
     def load_state_dict(self, st: dict) -> None:
         self.quality, self.opened = float(st["quality"]), st["opened"]
+        for k, g in self.classes.items():
+            g.load_state_dict(st.get("classes", {}).get(k, {}))
 
     def _update_gate(self, p1, p2, label, n_lab: int, n_cls: int, progress: float) -> None:
         """Fold this step's labeled-patch Dice of both networks into the running mean; open the gate
@@ -132,12 +141,7 @@ class CPS(Method):
         if self.opened is not None:
             return
         counts = np.concatenate([dice_counts(p1[:n_lab], label, n_cls), dice_counts(p2[:n_lab], label, n_cls)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            dev = label.device if label.device.type == "cuda" else torch.device("cpu")
-            t = torch.from_numpy(counts).to(dev)
-            torch.distributed.all_reduce(t)
-            counts = t.cpu().numpy()
-        q = counts_dice(counts)
+        q = counts_dice(all_reduce_sum(counts, label.device))
         if q is not None:
             self.quality = 0.9 * self.quality + 0.1 * q
         if self.quality >= self.opts.gate and progress >= self.opts.wait:
@@ -156,18 +160,24 @@ class CPS(Method):
     def predict_with(self) -> list[str]:
         return ["net1", "net2"]
 
-    def _terms(self, out, n_lab, label, pseudo, lam):
-        """Supervised and cross-pseudo terms of one network's output on [labeled; unlabeled]."""
+    def _terms(self, out, n_lab, label, pseudo, lam, maker: str):
+        """Supervised and cross-pseudo terms of one network's output on [labeled; unlabeled]; the
+        pseudo-labels come from network ``maker`` and teach only the classes it has admitted."""
         kind = self.config.loss
         sup = seg_loss(_slice(out, slice(0, n_lab)), label, kind)
         cps = torch.zeros((), device=label.device)
         if lam > 0:
-            ck = self.opts.cps_loss
+            ck, gate = self.opts.cps_loss, self.classes[maker]
             if pseudo.shape[0] > n_lab:
-                cps = cps + seg_loss(_slice(out, slice(n_lab, None)), pseudo[n_lab:], ck)
+                gate.observe(pseudo[n_lab:], heads(out)[0].shape[1])
+                cps = cps + gate.loss(_slice(out, slice(n_lab, None)), pseudo[n_lab:], kind=ck)
             if self.opts.on_labeled:
-                cps = cps + seg_loss(_slice(out, slice(0, n_lab)), pseudo[:n_lab], ck)
+                cps = cps + gate.loss(_slice(out, slice(0, n_lab)), pseudo[:n_lab], kind=ck)
         return sup, cps
+
+    def _admit(self, maker: str, pred, label, n_lab: int, n_cls: int) -> None:
+        if self.classes[maker].needs_labeled_predictions:
+            self.classes[maker].update(pred[:n_lab], label, n_cls)
 
     def losses(self, nets: dict, batch: dict, state: dict) -> dict:
         lam = cps_weight(self.opts, state["progress"], self.opened) if self.opened is not None else 0.0
@@ -179,10 +189,12 @@ class CPS(Method):
         if self.opts.memory == "joint":
             out1, out2 = n1(x), n2(x)
             p1, p2 = class_argmax(main_output(out1).detach(), 1), class_argmax(main_output(out2).detach(), 1)
-            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
-            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
-            loss = sup1 + sup2 + lam * (cps1 + cps2)
             n_cls = main_output(out1).shape[1]
+            self._admit("net1", p1, label, n_lab, n_cls)
+            self._admit("net2", p2, label, n_lab, n_cls)
+            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam, "net2")
+            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam, "net1")
+            loss = sup1 + sup2 + lam * (cps1 + cps2)
         else:
             p2 = None
             if lam > 0:
@@ -191,20 +203,24 @@ class CPS(Method):
             out1 = n1(x)
             n_cls = main_output(out1).shape[1]
             p1 = class_argmax(main_output(out1).detach(), 1)
-            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam)
+            if p2 is not None:
+                self._admit("net2", p2, label, n_lab, n_cls)
+            sup1, cps1 = self._terms(out1, n_lab, label, p2, lam, "net2")
             l1 = sup1 + lam * cps1
             state["backward"](l1)
             del out1
             out2 = n2(x)
             p2 = class_argmax(main_output(out2).detach(), 1)
-            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam)
+            self._admit("net1", p1, label, n_lab, n_cls)
+            sup2, cps2 = self._terms(out2, n_lab, label, p1, lam, "net1")
             l2 = sup2 + lam * cps2
             state["backward"](l2)
             del out2
             loss = (l1 + l2).detach()
         agree = hard_agreement(p1[n_lab:], p2[n_lab:], n_cls) if x.shape[0] > n_lab else float("nan")
         out = {"loss": loss, "loss_sup_net1": sup1.detach(), "loss_sup_net2": sup2.detach(),
-               "loss_cps_net1": cps1.detach(), "loss_cps_net2": cps2.detach(), "lambda": lam, "agreement_u": agree}
+               "loss_cps_net1": cps1.detach(), "loss_cps_net2": cps2.detach(), "lambda": lam, "agreement_u": agree,
+               **{f"{k}_{m}": v for m, g in self.classes.items() for k, v in g.log().items()}}
         if self.opts.gate > 0:
             self._update_gate(p1, p2, label, n_lab, n_cls, state["progress"])
             out["labeled_dice"] = self.quality

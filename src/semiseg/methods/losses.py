@@ -4,11 +4,15 @@ Soft Dice is computed per sample and averaged (``batch=False``), without the bac
 so a loss over a global batch is the mean of the losses over its parts: N DDP ranks with B/N
 samples each give the gradient of one process with B samples.
 
+Partial labels (:func:`partial_dice_ce`): pseudo-labels in which some classes are not trusted yet
+(:mod:`.classaware`) and voxels weighted by where they came from (BCP's mixed patches).
+
 The Propagation module's binary losses (Pham et al. 2022, Table 3): bootstrapped ("online hard example")
 cross-entropy and the Lovasz hinge.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -67,23 +71,48 @@ def seg_loss(out, target: torch.Tensor, kind: str = "dice_ce") -> torch.Tensor:
     return sum(wi * fn(h, target) for wi, h in zip(w, hs))
 
 
-def masked_dice_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(Dice + CE) / 2 over the voxels where ``mask`` (B, *spatial, in [0, 1]) is on, as BCP's
-    ``mix_loss`` term (Bai et al. 2023): CE averaged over the masked voxels, soft Dice of the
-    masked probabilities and one-hot target (foreground classes, per sample)."""
-    m = mask.to(torch.float32)
-    ce = (F.cross_entropy(logits.float(), target.long(), reduction="none") * m).sum() / (m.sum() + 1e-16)
-    probs = logits.float().softmax(1)[:, 1:] * m[:, None]
-    onehot = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1)[:, 1:].to(probs.dtype) * m[:, None]
-    dims = tuple(range(2, probs.dim()))
-    dice = 1 - ((2 * (probs * onehot).sum(dims) + 1e-5) / (probs.sum(dims) + onehot.sum(dims) + 1e-5)).mean()
-    return (dice + ce) / 2
+def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
+                    admitted: np.ndarray | None = None, class_weights: np.ndarray | None = None,
+                    kind: str = "dice_ce") -> torch.Tensor:
+    """Dice + CE (or one of them, ``kind``) of logits against partial labels: classes not
+    ``admitted`` are merged with background (their probabilities summed, their voxels labeled
+    background), so they are neither taught nor suppressed. ``mask`` (B, *spatial, in [0, 1])
+    weights voxels (as BCP's ``mix_loss``: CE averaged over the masked voxels, soft Dice of the
+    masked probabilities per sample over the admitted foreground classes); ``class_weights`` weight CE.
+    With every class admitted, no mask and no weights it is :func:`dice_ce`."""
+    probs = logits.float().softmax(1)
+    n = probs.shape[1]
+    keep = np.ones(n, bool) if admitted is None else np.asarray(admitted, bool).copy()
+    keep[0] = True
+    idx = torch.as_tensor(np.flatnonzero(keep), device=logits.device)
+    if not keep.all():  # merge: background absorbs every class not admitted
+        bg = probs[:, 0] + probs[:, torch.as_tensor(np.flatnonzero(~keep), device=logits.device)].sum(1)
+        probs = torch.cat([bg[:, None], probs[:, idx[1:]]], 1)
+        remap = torch.zeros(n, dtype=torch.long, device=logits.device)
+        remap[idx] = torch.arange(len(idx), device=logits.device)
+        target = remap[target.long()]
+    m = torch.ones(target.shape, dtype=torch.float32, device=logits.device) if mask is None else \
+        mask.to(torch.float32)
+    out = torch.zeros((), device=logits.device)
+    if kind in ("dice_ce", "ce"):
+        nll = -probs.clamp_min(1e-8).log().gather(1, target.long()[:, None])[:, 0]
+        if class_weights is not None:
+            w = torch.as_tensor(np.asarray(class_weights)[keep], dtype=torch.float32, device=logits.device)
+            nll = nll * w[target.long()]
+        out = out + (nll * m).sum() / (m.sum() + 1e-16)
+    if kind in ("dice_ce", "dice") and probs.shape[1] > 1:
+        fg = probs[:, 1:] * m[:, None]
+        onehot = F.one_hot(target.long(), probs.shape[1]).movedim(-1, 1)[:, 1:].to(fg.dtype) * m[:, None]
+        dims = tuple(range(2, fg.dim()))
+        out = out + 1 - ((2 * (fg * onehot).sum(dims) + 1e-5) / (fg.sum(dims) + onehot.sum(dims) + 1e-5)).mean()
+    return out
 
 
-def masked_seg_loss(out, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """:func:`masked_dice_ce` of a (possibly deep-supervised) output, nnU-Net's head weights."""
+def partial_seg_loss(out, target, mask=None, admitted=None, class_weights=None, kind: str = "dice_ce"):
+    """:func:`partial_dice_ce` of a (possibly deep-supervised) output, nnU-Net's head weights."""
     hs = heads(out)
-    return sum(wi * masked_dice_ce(h, target, mask) for wi, h in zip(deep_supervision_weights(len(hs)), hs))
+    return sum(wi * partial_dice_ce(h, target, mask, admitted, class_weights, kind)
+               for wi, h in zip(deep_supervision_weights(len(hs)), hs))
 
 
 # --------------------------------------------------------------------------- binary, for propagation

@@ -6,7 +6,8 @@ exponential moving average of the student's weights (``decay``; no optimizer, up
 ``--init``, the way BCP starts from its supervised pre-training). The teacher labels the unlabeled
 patches with its argmax (no gradient, one forward pass), optionally only where its confidence
 reaches ``threshold``, and keeps each class's largest connected component (``largest_component``,
-BCP). The teacher validates and predicts.
+BCP). The teacher validates and predicts. A class enters the pseudo-label terms only once the
+teacher predicts it on the labeled patches (``--class-gate``, :mod:`.classaware`).
 
 - ``mix="none"``: loss = Dice+CE(student(labeled), labels) + ``pseudo_weight`` *
   Dice+CE(student(unlabeled), teacher's pseudo-labels).
@@ -29,7 +30,8 @@ import torch
 from ..inference.sliding_window import keep_largest_component
 from ..utils import SemisegError
 from .base import Method, NetworkSpec, register_method
-from .losses import main_output, masked_seg_loss, seg_loss
+from .classaware import ClassGate, rank_world
+from .losses import main_output, partial_seg_loss, seg_loss
 from .mixing import masks, paste
 
 
@@ -59,16 +61,19 @@ class MeanTeacherOptions:
             raise SemisegError("mean-teacher pseudo_weight must be >= 0 and threshold in [0, 1)")
 
 
-def _rank_world() -> tuple[int, int]:
-    d = torch.distributed
-    if d.is_available() and d.is_initialized():
-        return d.get_rank(), d.get_world_size()
-    return 0, 1
-
-
 @register_method("mean-teacher")
 class MeanTeacher(Method):
     Options = MeanTeacherOptions
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.gate = ClassGate(config.class_gate, config.class_weights)
+
+    def state_dict(self) -> dict:
+        return {"class_gate": self.gate.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.gate.load_state_dict(st.get("class_gate", {}))
 
     def networks(self) -> dict:
         spec = NetworkSpec(self.config.network, dict(self.config.network_options))
@@ -94,32 +99,41 @@ class MeanTeacher(Method):
             t.copy_(s)
 
     @torch.no_grad()
-    def pseudo_labels(self, teacher, image_u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The teacher's argmax on unlabeled patches and where to trust it (1/0 per voxel)."""
+    def pseudo_labels(self, teacher, image_u: torch.Tensor, image: torch.Tensor,
+                      label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The teacher's argmax on unlabeled patches and where to trust it (1/0 per voxel). While a
+        class is not admitted yet (:mod:`.classaware`), the teacher also predicts the labeled
+        patches (same forward pass) to measure its per-class Dice."""
         teacher.eval()
-        probs = main_output(teacher(image_u)).float().softmax(1)
-        conf, label = probs.max(1)
+        n_u = image_u.shape[0]
+        check = self.gate.needs_labeled_predictions
+        probs = main_output(teacher(torch.cat([image_u, image]) if check else image_u)).float().softmax(1)
+        conf, pred = probs.max(1)
+        if check:
+            self.gate.update(pred[n_u:], label, probs.shape[1])
+        conf, label_u = conf[:n_u], pred[:n_u]
         if self.opts.largest_component:
-            lab = label.cpu().numpy().astype(np.int32)
+            lab = label_u.cpu().numpy().astype(np.int32)
             classes = list(range(1, probs.shape[1]))
-            label = torch.from_numpy(np.stack([keep_largest_component(x, classes) for x in lab])).to(label.device)
+            label_u = torch.from_numpy(np.stack([keep_largest_component(x, classes) for x in lab])).to(pred.device)
+        self.gate.observe(label_u, probs.shape[1])
         trust = (conf >= self.opts.threshold).float()
-        return label, trust
+        return label_u, trust
 
     def losses(self, nets: dict, batch: dict, state: dict) -> dict:
         image, label = batch["image"], batch["label"]
         if "image_u" not in batch:
             raise SemisegError("mean-teacher needs unlabeled patches (--unlabeled-batch > 0 and unlabeled cases)")
         image_u = batch["image_u"]
-        plab, trust = self.pseudo_labels(nets["teacher"], image_u)
+        plab, trust = self.pseudo_labels(nets["teacher"], image_u, image, label)
         student, w = nets["net"], self.opts.pseudo_weight
         if self.opts.mix == "none":
             sup = seg_loss(student(image), label, self.config.loss)
-            unsup = masked_seg_loss(student(image_u), plab, trust)
+            unsup = self.gate.loss(student(image_u), plab, trust)
             return {"loss": sup + w * unsup, "loss_sup": sup.detach(), "loss_pseudo": unsup.detach(),
-                    "trusted": float(trust.mean())}
+                    "trusted": float(trust.mean()), **self.gate.log()}
         n = min(image.shape[0], image_u.shape[0])
-        rank, world = _rank_world()
+        rank, world = rank_world()
         m = masks(n * world, image.shape[2:], self.opts.box, state["iteration"], self.config.seed,
                   image.device)[rank * n:(rank + 1) * n]
         a, la, u, pu, tu = image[:n], label[:n], image_u[:n], plab[:n], trust[:n]
@@ -129,8 +143,8 @@ class MeanTeacher(Method):
         target = torch.cat([paste(la, pu, m), paste(pu, la, m)])
         from_label = torch.cat([m, 1 - m])
         weight_u = torch.cat([paste(torch.zeros_like(m), tu, m), paste(tu, torch.zeros_like(m), m)])
-        l_lab = masked_seg_loss(out, target, from_label)
-        l_u = masked_seg_loss(out, target, weight_u)
+        # each term (Dice + CE) / 2, BCP's mix_loss; the teacher's part only over admitted classes
+        l_lab = partial_seg_loss(out, target, from_label) / 2
+        l_u = self.gate.loss(out, target, weight_u) / 2
         return {"loss": l_lab + w * l_u, "loss_labeled": l_lab.detach(), "loss_pseudo": l_u.detach(),
-                "trusted": float(tu.mean())}
-
+                "trusted": float(tu.mean()), **self.gate.log()}

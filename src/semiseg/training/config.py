@@ -32,6 +32,8 @@ class TrainConfig:
     pseudo_labels: str | None = None   # a `semiseg pseudolabel` output folder: selected scans train as labeled
     select: str = "all"                # which pseudo-labels: threshold:T | top:FRACTION | all (semiseg.selection)
     select_score: str = "consensus"    # the scores.csv column the selection ranks by
+    class_gate: float = 0.5            # a class enters pseudo-label losses once its maker's labeled Dice reaches it
+    class_weights: bool = False        # DHC's distribution-aware class weights on pseudo-label losses
     minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
     iterations: int | None = None      # iteration budget (the schedule runs over it)
     optimizer: str = "sgd"             # sgd (Nesterov, poly decay, nnU-Net) | adamw (cosine)
@@ -66,6 +68,8 @@ class TrainConfig:
                 raise SemisegError(f"--{name} must be positive, not {v}")
         if self.pseudo_labels is not None:
             parse_select(self.select)
+        if not 0 <= self.class_gate < 1:
+            raise SemisegError(f"--class-gate must be a Dice in [0, 1), not {self.class_gate}")
         if self.amp not in AMP_CHOICES:
             raise SemisegError(f"amp must be one of {', '.join(AMP_CHOICES)}, not {self.amp!r}")
         if not 0 < self.val_step <= 1:
