@@ -16,6 +16,7 @@ from ..training import TrainConfig, train
 from ..utils import SemisegError, json_object, read_json
 from ..utils.device import AMP_CHOICES
 from ..workflows.demo import run_demo
+from ..workflows.fit import DEFAULT_RECIPE, RECIPES, fit
 from ..workflows.selftrain import selftrain
 from .common import progress
 
@@ -75,6 +76,18 @@ def cmd_selftrain(a) -> int:
         print(f"round {r['round']}: {r['selected']} pseudo-labeled scans ({r['new']} new); best validation Dice "
               f"{r['best_val_dice']:.4f}" + (" (stopped: no new scan)" if r["stopped"] else ""))
     print(f"report in {a.out}/report.csv and report.png")
+    return 0
+
+
+def cmd_fit(a) -> int:
+    labeled = read_case_list(a.labeled_list, a.labeled_key) if a.labeled_list else a.labeled
+    opts = {k: v for k, v in (("amp", a.amp), ("device", a.device)) if v}
+    s = fit(a.dataset, a.out, a.minutes, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
+            student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
+            log=(lambda m: None) if a.quiet else print)
+    f = s["fit"]
+    print(f"fit {f['recipe']}: {f['used_minutes']:g} of {f['minutes']:g} min; best validation Dice "
+          f"{s['best_val_dice']:.4f}; model in {a.out} (semiseg predict {a.out} -i IMAGES -o PRED)")
     return 0
 
 
@@ -177,6 +190,30 @@ def register(add) -> None:
     g.add_argument("--tta-members", action="store_true", default=None,
                    help="mirrorings as ensemble members (default: only when the previous round has one network)")
     g.add_argument("--pl-step", type=float, default=0.5, help="sliding-window step of the pseudo-labelling")
+
+    p = add("fit", "From a dataset to a model in one wall-clock budget: plan, preprocess and the best measured "
+            "semi-supervised recipe (stages printed first; resumable: run the same command again).", cmd_fit,
+            "worker processes for planning/preprocessing and data loading (default: as train)")
+    p.add_argument("dataset", metavar="DATASET", help="an nnU-Net v2 raw dataset folder, or a work folder already "
+                   "planned and preprocessed (then planning costs nothing)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT", help="fit folder; ends as the final model's run "
+                   "folder (give it again to continue an interrupted fit)")
+    p.add_argument("--minutes", type=float, required=True, help="total wall-clock budget of every stage")
+    p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
+                   help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> warm-started student; the best "
+                        "measured); bcp, mean-teacher, cps: supervised pre-training then that method; supervised")
+    p.add_argument("--config", default="3d", choices=["3d", "2d"], help="plans.json configuration (default 3d)")
+    p.add_argument("--student", action="store_true", help="plan the small fast student plan (coarser spacing, "
+                   "narrower network; Chen et al. 2023) instead of nnU-Net's")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--labeled", type=int, metavar="N", help="the first N labeled cases of the plan's split (others "
+                   "become unlabeled; default all)")
+    g.add_argument("--labeled-list", metavar="FILE", help="labeled case IDs (text or JSON; --labeled-key for an "
+                   "object)")
+    p.add_argument("--labeled-key", metavar="KEY")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (default auto)")
+    p.add_argument("--device", help="torch device (default cuda when available)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")

@@ -1,0 +1,79 @@
+"""``semiseg fit``: stages in one budget, one run folder at the end, resumable, bad input refused."""
+import json
+
+import pytest
+from conftest import make_dataset
+
+from semiseg.cli import main
+from semiseg.utils import SemisegError
+from semiseg.workflows import fit as fitmod
+
+FAST = {"network_options": {"base_features": 4}, "amp": "off", "val_every": 5, "patch_size": [8, 16, 16]}
+
+
+def _fit(ds, out, minutes=0.3, **kw):
+    return fitmod.fit(ds, out, minutes, labeled=2, train_options=FAST, workers=0, progress=False,
+                      log=lambda m: None, **kw)
+
+
+def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    s = _fit(ds, tmp_path / "fit")
+    out = tmp_path / "fit"
+    st = json.loads((out / "fit.json").read_text())["stages"]
+    assert list(st) == ["plan", "preprocess", "teacher", "pseudolabel", "student"] and all(v["done"] for v in st.values())
+    assert st["pseudolabel"]["scans"] == 3  # 5 training cases, 2 labeled
+    assert s["fit"]["recipe"] == "offline" and s["labeled"] == 2
+    # the student started from the teacher and learned from the pseudo-labels
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")
+    # the minutes of every stage add up to about the budget (the student takes what is left)
+    assert sum(v["seconds"] for v in st.values()) / 60 < 0.3 + 0.25
+    # OUT is a run folder: predict takes it
+    assert main(["predict", str(out), "-i", str(ds / "imagesTr"), "-o", str(tmp_path / "pred"), "-q"]) == 0
+    assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
+
+
+def test_fit_resumes_where_it_stopped(tmp_path, monkeypatch):
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    calls = []
+    real = fitmod.train
+
+    def dies_in_the_student(work, run, cfg, resume=False, progress=True):
+        calls.append((run.name, resume))
+        if run.name == "2-student":
+            raise KeyboardInterrupt  # as a kill during the student stage
+        return real(work, run, cfg, resume=resume, progress=progress)
+
+    monkeypatch.setattr(fitmod, "train", dies_in_the_student)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(ds, tmp_path / "fit")
+    teacher_ck = tmp_path / "fit" / "stages" / "0-teacher" / "checkpoints" / "best.pt"
+    mtime = teacher_ck.stat().st_mtime_ns
+    monkeypatch.setattr(fitmod, "train", real)
+    s = _fit(ds, tmp_path / "fit")
+    assert teacher_ck.stat().st_mtime_ns == mtime  # the teacher was not trained again
+    st = s["fit"]["stages"]
+    assert st["pseudolabel"]["scans"] == 3 and st["student"]["iterations"] > 0
+    log = (tmp_path / "fit" / "log.txt").read_text()
+    assert "teacher: finished earlier, kept" in log and "pseudolabel: finished earlier, kept" in log
+
+
+def test_fit_refuses_bad_input(tmp_path):
+    with pytest.raises(SemisegError, match="nothing: dataset folder not found"):
+        _fit(tmp_path / "nothing", tmp_path / "a")
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    with pytest.raises(SemisegError, match="recipe"):
+        _fit(ds, tmp_path / "b", recipe="magic")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "x.txt").write_text("mine")
+    with pytest.raises(SemisegError, match="not a fit folder"):
+        _fit(ds, tmp_path / "c")
+    assert (tmp_path / "c" / "x.txt").read_text() == "mine"
+    assert main(["fit", str(ds), "-o", str(tmp_path / "d"), "--minutes", "0", "-q"]) == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_stages_are_printed_with_their_share():
+    lines = fitmod.describe("offline", 30)
+    assert any("teacher: supervised, 40%" in x for x in lines) and any("student" in x and "rest" in x for x in lines)
