@@ -102,3 +102,27 @@ def test_mean_teacher_with_a_background_teacher_learns_only_from_labels():
 def test_class_gate_is_checked():
     with pytest.raises(SemisegError, match="class-gate"):
         train_config(class_gate=1.5)
+
+
+def test_supervised_pseudo_labels_teach_only_the_trusted_classes():
+    """On pseudo-labeled patches a class the teacher did not learn is merged with background: a
+    student predicting it where the pseudo-label says background is not penalised; on true labels it is."""
+    net = lambda x: x  # noqa: E731  the "network" returns its input as logits
+    says_2 = torch.full((2, 3, 4, 5, 6), -5.0)
+    says_2[:, 2] = 5.0  # predicts class 2 everywhere
+    says_bg = says_2[:, [2, 1, 0]]  # predicts background everywhere
+    label = torch.zeros(2, 4, 5, 6, dtype=torch.long)  # the labels say background
+    trusted = create_method("supervised", train_config(pseudo_classes=[1]))
+    untrusting = create_method("supervised", train_config())
+    st = {"iteration": 0, "progress": 0.0}
+
+    def loss(method, logits, pseudo):
+        return float(method.losses({"net": net}, {"image": logits, "label": label, "pseudo": torch.tensor(pseudo)},
+                                   st)["loss"])
+
+    assert loss(trusted, says_2, [True, True]) == pytest.approx(loss(trusted, says_bg, [True, True]), abs=1e-3)
+    assert loss(untrusting, says_2, [True, True]) > loss(untrusting, says_bg, [True, True]) + 3
+    # one true and one pseudo-labeled patch: the true one still teaches class 2 away, at half the weight
+    gap = loss(trusted, says_2, [False, True]) - loss(trusted, says_bg, [False, True])
+    assert gap == pytest.approx((loss(untrusting, says_2, [True, True]) - loss(untrusting, says_bg, [True, True])) / 2,
+                                rel=0.05)

@@ -37,11 +37,12 @@ def phantom(rng: np.random.Generator, spacing_zyx, extent_mm=EXTENT_MM, noise: f
     organ = ((z - c1[0]) / r1[0]) ** 2 + ((y - c1[1]) / r1[1]) ** 2 + ((x - c1[2]) / r1[2]) ** 2 <= 1
     img[organ] = 160
     lab[organ] = 1
-    # 2: medium sphere
-    c2 = rng.uniform(-5, 5, 3) + np.array([0, 16, 18])
-    r2 = rng.uniform(6, 9)
+    # 2: medium sphere, between the organ and the tube in brightness (darker than tissue it would
+    # share its intensity with the partial-volume rim at the body's edge after resampling)
+    c2 = rng.uniform(-5, 5, 3) + np.array([0, 14, 16])
+    r2 = rng.uniform(8, 11)
     sph = (z - c2[0]) ** 2 + (y - c2[1]) ** 2 + (x - c2[2]) ** 2 <= r2 ** 2
-    img[sph] = 60
+    img[sph] = 190
     lab[sph] = 2
     # 3: thin tube along z (a vessel), slightly tilted
     c3 = rng.uniform(-4, 4, 2) + np.array([18, -18])

@@ -1,16 +1,23 @@
 """Supervised training of one network on the labeled patches: the lower and upper bounds, and the
 pre-training stage of BCP (Bai et al. 2023) with ``mix="copy-paste"``: each labeled patch gets a
 box (``box`` of the patch per axis) of the next patch of the batch pasted in, and is supervised by
-the two true labels pasted alike."""
+the two true labels pasted alike.
+
+Patches of pseudo-labeled scans (``--pseudo-labels``) are supervised like true labels, except that
+with ``pseudo_classes`` (``semiseg fit`` sets it to the classes its teacher learned) the classes
+the teacher did not learn are merged with background on them (partial labels,
+:func:`~.losses.partial_dice_ce`): a teacher that never predicts a class does not teach the
+student that the class is background."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..utils import SemisegError
 from .base import Method, register_method
-from .losses import seg_loss
+from .losses import heads, partial_seg_loss, seg_loss
 from .mixing import masks, paste
 
 
@@ -38,4 +45,16 @@ class Supervised(Method):
                       image.device)
             other = torch.roll(torch.arange(image.shape[0], device=image.device), -1)
             image, label = paste(image, image[other], m), paste(label, label[other], m)
-        return {"loss": seg_loss(nets["net"](image), label, self.config.loss)}
+        out = nets["net"](image)
+        pseudo = batch.get("pseudo")
+        if self.config.pseudo_classes is None or pseudo is None or not bool(pseudo.any()):
+            return {"loss": seg_loss(out, label, self.config.loss)}
+        n = image.shape[0]
+        hs = heads(out)
+        admitted = np.zeros(hs[0].shape[1], bool)
+        admitted[[c for c in self.config.pseudo_classes if c < len(admitted)]] = True
+        loss = pseudo.sum() / n * partial_seg_loss([h[pseudo] for h in hs], label[pseudo], admitted=admitted,
+                                                   kind=self.config.loss)
+        if not bool(pseudo.all()):
+            loss = loss + (~pseudo).sum() / n * seg_loss([h[~pseudo] for h in hs], label[~pseudo], self.config.loss)
+        return {"loss": loss}

@@ -1,6 +1,6 @@
 """The training configuration: one dataclass tree, saved as ``RUN/config.json`` with every run.
 
-CLI flags override fields (``semiseg train --lr 0.005 --aug.p_elastic 0.2``); a run is fully
+CLI flags override fields (``semiseg train --lr 0.005 --elastic 0.2``); a run is fully
 described by its ``config.json`` plus the ``plans.json`` copied beside it.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ class TrainConfig:
     pseudo_labels: str | None = None   # a `semiseg pseudolabel` output folder: selected scans train as labeled
     select: str = "all"                # which pseudo-labels: threshold:T | top:FRACTION | all (semiseg.selection)
     select_score: str = "consensus"    # the scores.csv column the selection ranks by
+    pseudo_classes: list | None = None  # classes trusted in the pseudo-labels; others merged with background there
+    pseudo_share: float | None = None  # share of labeled patches from pseudo-labeled scans (default: as their count)
     class_gate: float = 0.5            # a class enters pseudo-label losses once its maker's labeled Dice reaches it
     class_weights: bool = False        # DHC's distribution-aware class weights on pseudo-label losses
     minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
@@ -68,6 +70,10 @@ class TrainConfig:
                 raise SemisegError(f"--{name} must be positive, not {v}")
         if self.pseudo_labels is not None:
             parse_select(self.select)
+        if self.pseudo_classes is not None and not all(isinstance(c, int) and c >= 1 for c in self.pseudo_classes):
+            raise SemisegError(f"pseudo_classes must be foreground class indices (>= 1), not {self.pseudo_classes}")
+        if self.pseudo_share is not None and not 0 <= self.pseudo_share <= 1:
+            raise SemisegError(f"pseudo_share must be in [0, 1], not {self.pseudo_share}")
         if not 0 <= self.class_gate < 1:
             raise SemisegError(f"--class-gate must be a Dice in [0, 1), not {self.class_gate}")
         if self.amp not in AMP_CHOICES:

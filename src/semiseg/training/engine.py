@@ -224,7 +224,8 @@ def build(s: Setup) -> Parts:
         batch, ubatch = data.B, 0
     else:
         data = PatchBatches(s.work, s.labeled + s.pseudo, s.net_cfg, s.plans["target_spacing"], batch, cfg.seed,
-                            cfg.aug, cfg.fg_oversample, s.unlabeled, ubatch, s.rank, s.world, label_dirs=s.label_dirs)
+                            cfg.aug, cfg.fg_oversample, s.unlabeled, ubatch, s.rank, s.world, label_dirs=s.label_dirs,
+                            pseudo_share=cfg.pseudo_share)
     ncpu = os.cpu_count() or 1
     workers = cfg.workers if cfg.workers is not None else (1 if ncpu <= 4 else min(8, ncpu - 2))
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(cfg.amp, s.device) == torch.float16)

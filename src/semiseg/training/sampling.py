@@ -44,13 +44,18 @@ class PatchBatches(torch.utils.data.Dataset):
     def __init__(self, work, labeled: list[str], cfg: dict, spacing, batch_size: int, seed: int,
                  aug: AugmentConfig, fg_oversample: float = 0.33, unlabeled: list[str] | None = None,
                  unlabeled_batch: int = 0, rank: int = 0, world: int = 1, patch_size=None,
-                 label_dirs: dict | None = None):
+                 label_dirs: dict | None = None, pseudo_share: float | None = None):
         if batch_size % world or unlabeled_batch % world:
             raise SemisegError(f"batch sizes ({batch_size} labeled, {unlabeled_batch} unlabeled) must be "
                                f"divisible by the number of processes ({world})")
         if not labeled:
             raise SemisegError("no labeled training cases")
         self.lab = CaseCache(work, labeled, True, label_dirs)
+        self.pseudo = set(label_dirs or ())  # cases whose labels are pseudo-labels
+        self.true_ids = [c for c in labeled if c not in self.pseudo]
+        self.pseudo_ids = [c for c in labeled if c in self.pseudo]
+        # a labeled patch comes from a pseudo-labeled scan with this probability (None: uniform over scans)
+        self.pseudo_share = pseudo_share if self.true_ids and self.pseudo_ids else None
         self.unl = CaseCache(work, unlabeled or [], False) if unlabeled_batch else None
         if unlabeled_batch and not unlabeled:
             raise SemisegError("an unlabeled batch share was asked for but the split has no unlabeled cases")
@@ -77,7 +82,10 @@ class PatchBatches(torch.utils.data.Dataset):
     def sample(self, it: int, j: int, labeled: bool):
         cache = self.lab if labeled else self.unl
         rng = np.random.default_rng([self.seed, it, j, 0 if labeled else 1])
-        cid = cache.ids[int(rng.integers(len(cache.ids)))]
+        ids = cache.ids
+        if labeled and self.pseudo_share is not None:
+            ids = self.pseudo_ids if rng.random() < self.pseudo_share else self.true_ids
+        cid = ids[int(rng.integers(len(ids)))]
         data, seg, locs = cache.get(cid)
         shape = data.shape[1:]
         fg = None
@@ -103,6 +111,8 @@ class PatchBatches(torch.utils.data.Dataset):
         got = [self.sample(it, j, True) for j in js]
         batch = {"image": torch.stack([g[0] for g in got]), "label": torch.stack([g[1] for g in got]),
                  "iteration": it}
+        if self.pseudo:
+            batch["pseudo"] = torch.tensor([g[2] in self.pseudo for g in got])
         if self.Bu:
             bu = self.Bu // self.world
             gu = [self.sample(it, j, False) for j in range(self.rank * bu, (self.rank + 1) * bu)]

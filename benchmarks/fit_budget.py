@@ -1,0 +1,134 @@
+"""``semiseg fit`` in a total wall-clock budget, scored on the validation cases, one row per run.
+
+Runs ``semiseg fit WORK -o RUN --minutes M --labeled-list ssl_labeled_subsets.json --labeled-key
+SUBSET`` on the work folder of ``train_bounds.py`` (planned and preprocessed once, so planning and
+preprocessing are not in the budget, as for the supervised rows it is compared with; every other
+stage is: training stages, pseudo-labelling, checkpoints), then predicts the validation cases with
+the final model and scores them in the original geometry. The row's notes give every stage's
+minutes and iterations; the validation Dice of every training stage against the minutes of the
+whole fit goes to ``benchmarks/fit_curves/NAME.csv`` (committed, small), and ``--plot`` draws the
+curves of every saved fit of one dataset/subset into one figure beside the mean supervised result
+of results.csv.
+
+    python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 1
+    python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --seed 0 -- --config 2d
+    python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --plot benchmarks/fit_la8.png
+"""
+import argparse
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from _common import CSV, DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
+
+CURVES = HERE / "fit_curves"
+
+
+def stage_curves(run: Path) -> list[dict]:
+    """(stage, minutes since the fit began, validation Dice) of every training stage's validation."""
+    fitj = json.loads((run / "fit.json").read_text())
+    rows, offset = [], 0.0
+    for name, st in fitj["stages"].items():
+        if st.get("run") and (Path(st["run"]) / "metrics.csv").exists():
+            for r in csv.DictReader(open(Path(st["run"]) / "metrics.csv")):
+                if r.get("val_dice"):
+                    rows.append({"stage": name, "minutes": f"{offset + float(r['elapsed_s']) / 60:.3f}",
+                                 "iteration": r["iteration"], "val_dice": r["val_dice"]})
+        offset += st.get("seconds", 0.0) / 60
+    return rows
+
+
+def plot(dataset: str, subset: str, student: bool, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prefix = f"{dataset}-{subset}-"
+    files = sorted(CURVES.glob(prefix + "*.csv"))
+    if not files:
+        raise SystemExit(f"no curves {CURVES}/{prefix}*.csv")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for f in files:
+        rows = list(csv.DictReader(open(f)))
+        for stage in dict.fromkeys(r["stage"] for r in rows):
+            pts = [r for r in rows if r["stage"] == stage]
+            ax.plot([float(r["minutes"]) for r in pts], [float(r["val_dice"]) for r in pts], lw=1,
+                    label=f"{f.stem[len(prefix):]} {stage}")
+    n_lab = subset.split("_")[-1]
+    sup = [float(r["dsc"]) for r in csv.DictReader(open(CSV)) if r["benchmark"] == "supervised_bounds"
+           and r["dataset"] == dataset and r["labeled"] == n_lab and r["budget_min"] == "30"
+           and ("student plan" in r["networks"]) == student and "--iterations" not in r["notes"]]
+    if sup:
+        ax.axhline(statistics.mean(sup), color="k", ls="--", lw=1,
+                   label=f"supervised 30 min, mean of {len(sup)} (original geometry)")
+    ax.set_xlabel("minutes of the whole fit (2 CPU cores)")
+    ax.set_ylabel("validation Dice (training grid)")
+    ax.set_title(f"semiseg fit, {dataset} {subset}")
+    ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="LA")
+    ap.add_argument("--subset", default="labeled_8", help="key of ssl_labeled_subsets.json")
+    ap.add_argument("--minutes", type=float, default=30, help="total budget of every stage together")
+    ap.add_argument("--recipe", default="offline")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--student", action="store_true", help="the work folder of the student plan")
+    ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
+    ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset")
+    ap.add_argument("fit_args", nargs="*", help="extra `semiseg fit` flags (after --), e.g. --config 2d")
+    a = ap.parse_args()
+    if a.plot:
+        return plot(a.dataset, a.subset, a.student, a.plot)
+    from semiseg.utils.profile import ResourceSampler
+
+    work = prepared_work(a.dataset, student=a.student)
+    config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "3d"
+    name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}"
+    run = HERE / "_work" / "runs" / name
+    shutil.rmtree(run, ignore_errors=True)
+    with ResourceSampler(interval=0.5) as s:
+        sh(["fit", work, "-o", run, "--minutes", a.minutes, "--recipe", a.recipe, "--seed", a.seed,
+            "--labeled-list", DATA / a.dataset / "ssl_labeled_subsets.json", "--labeled-key", a.subset, "-q",
+            *a.fit_args])
+    tr = s.result()
+    summ = json.loads((run / "summary.json").read_text())
+    stages = summ["fit"]["stages"]
+    done = []
+    for k, st in stages.items():
+        what = (f"{st['iterations']} it (best val Dice {st['best_val_dice']:.4f} at {st['best_iteration']})"
+                if "iterations" in st else f"{st['scans']} scans" if "scans" in st else "")
+        done.append(f"{k} {st['seconds'] / 60:.1f} min {what}".strip())
+    ev = predict_and_score([run], a.dataset, val_images(a.dataset, work), HERE / "_work" / "runs" / f"{name}-pred",
+                           HERE / "_work" / "runs" / f"{name}-predict_profile.csv", a.tolerance)
+    CURVES.mkdir(exist_ok=True)
+    with open(CURVES / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["stage", "minutes", "iteration", "val_dice"])
+        w.writeheader()
+        w.writerows(stage_curves(run))
+    cfg = json.loads((run / "config.json").read_text())
+    row = {"benchmark": "fit_budget", "dataset": a.dataset, "labeled": summ["labeled"],
+           "unlabeled": summ["unlabeled"], "method": f"fit {a.recipe}",
+           "networks": f"{cfg['network']} ({config}{', student plan' if a.student else ''})",
+           "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
+           "split": f"splits.json fold 0 val ({summ['val']} cases)",
+           "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}",
+           "hd95": f"{ev['mean_over_regions']['hd95']:.2f}", "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
+           "predict_s_per_case": f"{ev['predict_s_per_case']:.2f}",
+           "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}",
+           "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} of {a.minutes:g} min (plan+preprocess "
+                    f"done before, not counted); stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
+                    f"{ev['per_class_text']}; fit args: {' '.join(a.fit_args) or 'defaults'}"}
+    append_rows([row])
+    print(json.dumps(row, indent=1))
+
+
+if __name__ == "__main__":
+    main()
