@@ -40,7 +40,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_python_dash_m_and_help():
     r = subprocess.run([sys.executable, "-m", "semiseg", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for cmd in ("check", "plan", "preprocess", "train", "selftrain", "predict", "pseudolabel", "evaluate", "demo"):
+    for cmd in ("check", "plan", "preprocess", "train", "selftrain", "fit", "predict", "pseudolabel", "evaluate", "demo"):
         assert cmd in r.stdout
 
 

@@ -27,6 +27,9 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     # the student started from the teacher and learned from the pseudo-labels
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")
+    # half its patches from labeled scans; pseudo-labels trusted for the classes the teacher learned
+    assert cfg["pseudo_share"] == 0.5 and cfg["pseudo_classes"] == st["student"]["pseudo_classes"]
+    assert isinstance(st["pseudolabel"]["tta_members"], bool) and st["pseudolabel"]["probe_s"] > 0
     # the minutes of every stage add up to about the budget (the student takes what is left)
     assert sum(v["seconds"] for v in st.values()) / 60 < 0.3 + 0.25
     # OUT is a run folder: predict takes it

@@ -55,3 +55,18 @@ def test_unlabeled_share(tiny_work):
     b = ds[0]
     assert b["image_u"].shape == b["image"].shape
     assert np.isfinite(b["image_u"].numpy()).all()
+
+
+def test_pseudo_labeled_share(tiny_work):
+    """Patches of pseudo-labeled scans are flagged, and pseudo_share sets how many of them a batch holds."""
+    split = json.loads((tiny_work / "split.json").read_text())
+    pseudo = split["labeled"][2:]
+    dirs = {c: tiny_work / "preprocessed" for c in pseudo}  # any folder holding their _seg.npy
+
+    def flags(share):
+        ds = _ds(tiny_work, batch=4, label_dirs=dirs, pseudo_share=share)
+        return torch.cat([ds[i]["pseudo"] for i in range(30)]).float().mean().item()
+
+    assert flags(1.0) == 1.0 and flags(0.0) == 0.0
+    assert 0.3 < flags(0.5) < 0.7
+    assert "pseudo" not in _ds(tiny_work)[0]  # no pseudo-labels, no flag

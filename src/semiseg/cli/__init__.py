@@ -1,5 +1,5 @@
 """The ``semiseg`` command line: thin wrappers around the Python API, one module per pipeline side
-(``data``: check, plan, preprocess, evaluate; ``train``: train, selftrain, demo; ``apply``:
+(``data``: check, plan, preprocess, evaluate; ``train``: train, selftrain, fit, demo; ``apply``:
 predict, pseudolabel, propagate).
 
 Exit codes: 0 success; 1 ``check`` found errors in the dataset; 2 bad input or options (the

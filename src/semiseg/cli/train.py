@@ -1,4 +1,4 @@
-"""``semiseg train | selftrain | demo``: training runs and the workflows built on them.
+"""``semiseg train | selftrain | fit | demo``: training runs and the workflows built on them.
 
 The training options are the run's :class:`~semiseg.training.TrainConfig`; each registered
 method adds its own option group (generated from its options dataclass), and the choices of
@@ -46,7 +46,8 @@ def train_config(a) -> TrainConfig:
                       network_options=opts, init=a.init, patch_size=a.patch_size, slice_position=a.slice_position,
                       batch_size=a.batch_size, unlabeled_batch=a.unlabeled_batch, labeled=labeled,
                       pseudo_labels=getattr(a, "pseudo_labels", None), class_gate=a.class_gate,
-                      class_weights=a.class_weights,
+                      class_weights=a.class_weights, pseudo_share=a.pseudo_share,
+                      pseudo_classes=a.pseudo_classes,
                       select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
                       minutes=a.minutes, iterations=a.iterations, optimizer=a.optimizer, lr=a.lr,
                       weight_decay=a.weight_decay, loss=a.loss, fg_oversample=a.fg_oversample, aug=aug,
@@ -148,6 +149,11 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
                         f"(default {'top:0.5' if selftrain else 'all'})")
     g.add_argument("--select-score", default="consensus", metavar="COLUMN",
                    help="scores.csv column to select by (default consensus; entropy: lower is better)")
+    g.add_argument("--pseudo-share", type=float, metavar="F", help="share of labeled patches drawn from "
+                   "pseudo-labeled scans (default: in proportion to their number; fit's student uses 0.5)")
+    g.add_argument("--pseudo-classes", type=int, nargs="+", metavar="C", help="classes trusted in the "
+                   "pseudo-labels; the others are merged with background on pseudo-labeled patches, neither taught "
+                   "nor suppressed (default: all; fit sets the classes its teacher learned)")
     g = p.add_argument_group("budget and schedule")
     g.add_argument("--minutes", type=float, help="wall-clock budget in minutes (the learning-rate schedule fits "
                    "it, so a method with slower steps decays its rate faster per step)")

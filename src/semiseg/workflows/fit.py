@@ -287,6 +287,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                 images = link_case_images(load_dataset(load_plans(work)["dataset_path"]), unlabeled,
                                           out / "stages" / "unlabeled_images")
                 if "tta_members" not in st:  # decided once, on the first scan's cost
+                    shutil.rmtree(pseudo, ignore_errors=True)  # a probe killed before the decision: time it again
                     probe = link_case_images(load_dataset(load_plans(work)["dataset_path"]), unlabeled[:1],
                                              out / "stages" / "probe_image")
                     t0 = time.time()
