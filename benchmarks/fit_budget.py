@@ -59,7 +59,7 @@ def plot(dataset: str, subset: str, student: bool, out: Path) -> None:
                     label=f"{f.stem[len(prefix):]} {stage}")
     n_lab = subset.split("_")[-1]
     sup = [float(r["dsc"]) for r in csv.DictReader(open(CSV)) if r["benchmark"] == "supervised_bounds"
-           and r["dataset"] == dataset and r["labeled"] == n_lab and r["budget_min"] == "30"
+           and r["dataset"] == dataset and r["labeled"] == n_lab and float(r["budget_min"] or 0) == 30
            and ("student plan" in r["networks"]) == student and "--iterations" not in r["notes"]]
     if sup:
         ax.axhline(statistics.mean(sup), color="k", ls="--", lw=1,
