@@ -284,18 +284,19 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             teacher = prev
 
             def go(st, teacher=teacher, pseudo=pseudo):
-                images = link_case_images(load_dataset(load_plans(work)["dataset_path"]), unlabeled,
-                                          out / "stages" / "unlabeled_images")
+                raw = load_dataset(load_plans(work)["dataset_path"])
+                images = link_case_images(raw, unlabeled, out / "stages" / "unlabeled_images")
                 if "tta_members" not in st:  # decided once, on the first scan's cost
                     shutil.rmtree(pseudo, ignore_errors=True)  # a probe killed before the decision: time it again
-                    probe = link_case_images(load_dataset(load_plans(work)["dataset_path"]), unlabeled[:1],
-                                             out / "stages" / "probe_image")
+                    probe = link_case_images(raw, unlabeled[:1], out / "stages" / "probe_image")
                     t0 = time.time()
                     pseudolabel_folder([f"{teacher}@best"], probe, pseudo, tta_members=True, num_parts=1, part_id=0,
                                        progress=False)
                     per_scan = time.time() - t0
                     st["tta_members"] = per_scan * len(unlabeled) <= PSEUDOLABEL_SHARE * 60 * s["minutes"]
                     st["probe_s"] = round(per_scan, 2)
+                    if not st["tta_members"]:  # every scan with the same members
+                        shutil.rmtree(pseudo, ignore_errors=True)
                     f.save()
                 how = "mirrorings" if st["tta_members"] else "best and final checkpoints, no mirroring"
                 f.log(f"pseudolabel: {len(unlabeled)} unlabeled scans with {teacher}, members: {how} (mirrorings "
