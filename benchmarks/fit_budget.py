@@ -12,6 +12,7 @@ of results.csv.
 
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 1
     python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --seed 0 -- --config 2d
+    python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 2 --resume
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --plot benchmarks/fit_la8.png
 """
 import argparse
@@ -82,6 +83,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--student", action="store_true", help="the work folder of the student plan")
     ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish an interrupted run of the same name (fit resumes it) instead of starting afresh")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset")
     ap.add_argument("fit_args", nargs="*", help="extra `semiseg fit` flags (after --), e.g. --config 2d")
     a = ap.parse_args()
@@ -93,7 +96,9 @@ def main():
     config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "3d"
     name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}"
     run = HERE / "_work" / "runs" / name
-    shutil.rmtree(run, ignore_errors=True)
+    resumed = a.resume and (run / "fit.json").exists()
+    if not resumed:
+        shutil.rmtree(run, ignore_errors=True)
     with ResourceSampler(interval=0.5) as s:
         sh(["fit", work, "-o", run, "--minutes", a.minutes, "--recipe", a.recipe, "--seed", a.seed,
             "--labeled-list", DATA / a.dataset / "ssl_labeled_subsets.json", "--labeled-key", a.subset, "-q",
@@ -125,7 +130,8 @@ def main():
            "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}",
            "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} of {a.minutes:g} min (plan+preprocess "
                     f"done before, not counted); stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
-                    f"{ev['per_class_text']}; fit args: {' '.join(a.fit_args) or 'defaults'}"}
+                    f"{ev['per_class_text']}; fit args: {' '.join(a.fit_args) or 'defaults'}"
+                    f"{'; interrupted, then resumed by the same command (wall_s: the resumed part only)' if resumed else ''}"}
     append_rows([row])
     print(json.dumps(row, indent=1))
 
