@@ -120,7 +120,7 @@ def main():
         w.writerows(stage_curves(run))
     cfg = json.loads((run / "config.json").read_text())
     row = {"benchmark": "fit_budget", "dataset": a.dataset, "labeled": summ["labeled"],
-           "unlabeled": summ["unlabeled"], "method": f"fit {a.recipe}",
+           "unlabeled": summ["unlabeled"] + summ.get("pseudo_labeled", 0), "method": f"fit {a.recipe}",
            "networks": f"{cfg['network']} ({config}{', student plan' if a.student else ''})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
