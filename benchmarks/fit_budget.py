@@ -12,6 +12,7 @@ of results.csv.
 
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 1
     python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --seed 0 -- --config 2d
+    python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --tag adamw -- --optimizer adamw --lr 3e-3
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 2 --resume
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --plot benchmarks/fit_la8.png
 """
@@ -83,6 +84,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--student", action="store_true", help="the work folder of the student plan")
     ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")
+    ap.add_argument("--tag", default="", help="appended to the run's name (for runs with extra fit flags)")
     ap.add_argument("--resume", action="store_true",
                     help="finish an interrupted run of the same name (fit resumes it) instead of starting afresh")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset")
@@ -94,7 +96,7 @@ def main():
 
     work = prepared_work(a.dataset, student=a.student)
     config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "3d"
-    name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}"
+    name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}{'-' + a.tag if a.tag else ''}"
     run = HERE / "_work" / "runs" / name
     resumed = a.resume and (run / "fit.json").exists()
     if not resumed:

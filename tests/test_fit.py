@@ -80,3 +80,20 @@ def test_fit_refuses_bad_input(tmp_path):
 def test_stages_are_printed_with_their_share():
     lines = fitmod.describe("offline", 30)
     assert any("teacher: supervised, 40%" in x for x in lines) and any("student" in x and "rest" in x for x in lines)
+
+
+def test_fit_passes_optimizer_and_lr_to_every_training_stage(tmp_path, monkeypatch):
+    import semiseg.cli.train as cli_train
+
+    seen = {}
+
+    def fake_fit(dataset, out, minutes, **kw):
+        seen.update(kw)
+        return {"best_val_dice": 0.5, "fit": {"recipe": "offline", "used_minutes": 1.0, "minutes": minutes}}
+
+    monkeypatch.setattr(cli_train, "fit", fake_fit)
+    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--optimizer", "adamw",
+                 "--lr", "0.003", "-q"]) == 0
+    assert seen["train_options"] == {"optimizer": "adamw", "lr": 0.003}
+    with pytest.raises(SystemExit):
+        main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--optimizer", "adam"])

@@ -82,7 +82,7 @@ def cmd_selftrain(a) -> int:
 
 def cmd_fit(a) -> int:
     labeled = read_case_list(a.labeled_list, a.labeled_key) if a.labeled_list else a.labeled
-    opts = {k: v for k, v in (("amp", a.amp), ("device", a.device)) if v}
+    opts = {k: v for k, v in (("amp", a.amp), ("device", a.device), ("optimizer", a.optimizer), ("lr", a.lr)) if v}
     s = fit(a.dataset, a.out, a.minutes, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
             student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
             log=(lambda m: None) if a.quiet else print)
@@ -220,6 +220,10 @@ def register(add) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (default auto)")
     p.add_argument("--device", help="torch device (default cuda when available)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="of every training stage (default sgd: Nesterov, "
+                   "poly decay, nnU-Net; adamw, cosine, learns rare classes sooner in short budgets)")
+    p.add_argument("--lr", type=float, help="initial learning rate of every training stage (default 1e-2 sgd, "
+                   "1e-3 adamw)")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset: supervised training against `fit` "
             "in the same minutes, evaluated per structure.", cmd_demo)
