@@ -22,7 +22,8 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     out = tmp_path / "fit"
     st = json.loads((out / "fit.json").read_text())["stages"]
     assert list(st) == ["plan", "preprocess", "teacher", "pseudolabel", "student"] and all(v["done"] for v in st.values())
-    assert st["pseudolabel"]["scans"] == 3  # 5 training cases, 2 labeled
+    assert st["pseudolabel"]["unlabeled"] == 3  # 5 training cases, 2 labeled
+    assert 2 <= st["pseudolabel"]["scans"] <= 3  # as many as fit its share of the budget (at least the timed ones)
     assert s["fit"]["recipe"] == "offline" and s["labeled"] == 2
     # the student started from the teacher and learned from the pseudo-labels
     cfg = json.loads((out / "config.json").read_text())
@@ -57,7 +58,7 @@ def test_fit_resumes_where_it_stopped(tmp_path, monkeypatch):
     s = _fit(ds, tmp_path / "fit")
     assert teacher_ck.stat().st_mtime_ns == mtime  # the teacher was not trained again
     st = s["fit"]["stages"]
-    assert st["pseudolabel"]["scans"] == 3 and st["student"]["iterations"] > 0
+    assert 2 <= st["pseudolabel"]["scans"] <= 3 and st["student"]["iterations"] > 0
     log = (tmp_path / "fit" / "log.txt").read_text()
     assert "teacher: finished earlier, kept" in log and "pseudolabel: finished earlier, kept" in log
 

@@ -3,7 +3,7 @@
 Check, plan, preprocess, the preprocessing round trip of the validation labels (the ceiling a
 model can reach at the planned spacing), then the same wall-clock budget twice on the same few
 labeled cases: supervised training on the labels alone, and ``semiseg fit`` (its default recipe:
-a teacher, pseudo-labels of every unlabeled case, a student warm-started from the teacher on
+a teacher, pseudo-labels of the unlabeled cases, a student warm-started from the teacher on
 both). Each final model predicts the validation images, evaluated in the original geometry side
 by side per structure.
 """
