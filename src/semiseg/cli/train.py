@@ -12,7 +12,7 @@ from ..data.dataset import read_case_list
 from ..methods import add_option_flags, available_methods, create_method, method_class, options_from_args
 from ..nets import available as available_networks
 from ..planning import load_plans
-from ..training import TrainConfig, train
+from ..training import OPTIMIZERS, TrainConfig, train
 from ..utils import SemisegError, json_object, read_json
 from ..utils.device import AMP_CHOICES
 from ..workflows.demo import run_demo
@@ -159,7 +159,7 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
                    "it, so a method with slower steps decays its rate faster per step)")
     g.add_argument("--iterations", type=int, help="iteration budget (the schedule fits it; with --minutes, whichever "
                    "ends first); to compare methods step for step, give them the same --iterations")
-    g.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
     g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")
     g.add_argument("--weight-decay", type=float)
@@ -220,7 +220,7 @@ def register(add) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (default auto)")
     p.add_argument("--device", help="torch device (default cuda when available)")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], help="of every training stage (default sgd: Nesterov, "
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="of every training stage (default sgd: Nesterov, "
                    "poly decay, nnU-Net; adamw, cosine, learns rare classes sooner in short budgets)")
     p.add_argument("--lr", type=float, help="initial learning rate of every training stage (default 1e-2 sgd, "
                    "1e-3 adamw)")

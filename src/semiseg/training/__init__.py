@@ -5,7 +5,7 @@
 checkpoints), ``runlog`` (log.txt, metrics.csv, progress.png), ``sampling`` and ``augmentation``
 (patches from the cache), ``distributed`` (torchrun).
 """
-from .config import TrainConfig
+from .config import OPTIMIZERS, TrainConfig
 from .engine import train
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "train"]

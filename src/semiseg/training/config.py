@@ -15,6 +15,8 @@ from ..utils import SemisegError
 from ..utils.device import AMP_CHOICES
 from .augmentation import AugmentConfig
 
+OPTIMIZERS = ("sgd", "adamw")  # sgd: Nesterov, poly decay (nnU-Net); adamw: cosine
+
 
 @dataclass
 class TrainConfig:
@@ -58,7 +60,7 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.aug, dict):
             self.aug = AugmentConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in self.aug.items()})
-        if self.optimizer not in ("sgd", "adamw"):
+        if self.optimizer not in OPTIMIZERS:
             raise SemisegError(f"optimizer must be sgd or adamw, not {self.optimizer!r}")
         if self.loss not in ("dice_ce", "dice", "ce"):
             raise SemisegError(f"loss must be dice_ce, dice or ce, not {self.loss!r}")

@@ -294,28 +294,24 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                     shutil.rmtree(out / "stages" / name, ignore_errors=True)
                     return link_case_images(raw, ids, out / "stages" / name)
 
-                if "tta_members" not in st:  # decided once, on the first scan's cost
-                    shutil.rmtree(pseudo, ignore_errors=True)  # a probe killed before the decision: time it again
-                    probe = links(unlabeled[:1], "probe_image")
+                def seconds_per_scan(runs, ids, tta):  # timed on these scans; their labels are kept
+                    shutil.rmtree(pseudo, ignore_errors=True)  # a timing killed before its decision: time it again
                     t0 = time.time()
-                    pseudolabel_folder([f"{teacher}@best"], probe, pseudo, tta_members=True, num_parts=1, part_id=0,
-                                       progress=False)
-                    per_scan = time.time() - t0
+                    pseudolabel_folder(runs, links(ids, "probe_image"), pseudo, tta_members=tta, num_parts=1,
+                                       part_id=0, progress=False)
+                    return (time.time() - t0) / len(ids)
+
+                if "tta_members" not in st:  # decided once, on the first scan's cost
+                    per_scan = seconds_per_scan([f"{teacher}@best"], unlabeled[:1], True)
                     st["tta_members"] = per_scan * len(unlabeled) <= PSEUDOLABEL_SHARE * 60 * s["minutes"]
                     st["probe_s"] = round(per_scan, 2)
-                    if not st["tta_members"]:  # every scan with the same members
-                        shutil.rmtree(pseudo, ignore_errors=True)
                     f.save()
                 runs = [f"{teacher}@best"] if st["tta_members"] else [f"{teacher}@best", f"{teacher}@final"]
                 todo = unlabeled
                 if not st["tta_members"]:
-                    if "n_scans" not in st:  # time the members on the first scans; label as many as fit the share
-                        shutil.rmtree(pseudo, ignore_errors=True)  # a timing killed before the decision: again
-                        first = unlabeled[:PROBE_SCANS]
-                        t0 = time.time()
-                        pseudolabel_folder(runs, links(first, "probe_image"), pseudo,
-                                           tta_members=False, num_parts=1, part_id=0, progress=False)
-                        per_scan = (time.time() - t0) / len(first)
+                    if "n_scans" not in st:  # time the members on the first scans (every scan with the same
+                        first = unlabeled[:PROBE_SCANS]  # members); label as many as fit the share
+                        per_scan = seconds_per_scan(runs, first, False)
                         fit_in = int((PSEUDOLABEL_SHARE * 60 * s["minutes"] - st["probe_s"]) / per_scan)
                         st["n_scans"] = min(len(unlabeled), max(len(first), fit_in))
                         st["scan_s"] = round(per_scan, 2)
