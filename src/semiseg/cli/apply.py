@@ -1,6 +1,7 @@
 """``semiseg predict | pseudolabel | propagate``: trained runs applied to images."""
 from __future__ import annotations
 
+import argparse
 import statistics
 
 from ..inference.predict import predict_folder
@@ -9,7 +10,7 @@ from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training.records import record_earlier_runs
 from ..utils import SemisegError
 from ..utils.device import AMP_CHOICES
-from .common import add_model_args, progress
+from .common import add_model_args, model_specs, progress
 
 
 def _record(runs) -> None:
@@ -18,11 +19,12 @@ def _record(runs) -> None:
 
 
 def cmd_predict(a) -> int:
+    specs = model_specs(a)
     _record(a.runs)
-    r = predict_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
+    r = predict_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
                        forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
                        largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
-                       device=a.device, progress=progress(a), amp=a.amp)
+                       device=a.device, progress=progress(a), amp=a.amp, backend=a.backend)
     print(f"predicted {r['done']} cases, skipped {r['skipped']} already done -> {r['out']}")
     if a.profile and r["rows"]:
         secs = [x["seconds"] for x in r["rows"]]
@@ -33,10 +35,11 @@ def cmd_predict(a) -> int:
 
 
 def cmd_pseudolabel(a) -> int:
+    specs = model_specs(a)
     _record(a.runs)
-    r = pseudolabel_folder(a.runs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
+    r = pseudolabel_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
                            tta_members=a.tta_members, num_parts=a.num_parts, part_id=a.part_id,
-                           overwrite=a.overwrite, device=a.device, progress=progress(a))
+                           overwrite=a.overwrite, device=a.device, progress=progress(a), backend=a.backend)
     print(f"part {r['part'] + 1}/{r['parts']}: pseudo-labeled {r['done']} scans with {r['members']} ensemble "
           f"members, skipped {r['skipped']} already done -> {a.out}; scores in {r['scores']}")
     return 0
@@ -52,8 +55,11 @@ def cmd_propagate(a) -> int:
                 from None
     if a.reference and (a.slices or a.axis is not None):
         raise SemisegError("--slices and --axis are for --labels (interactive propagation)")
-    _record([a.run, *(a.reference or [])])
-    r = propagate_file(a.run, a.image, a.out, a.labels, slices, a.axis, "best", a.recent, a.reference, a.k,
+    if (a.run is None) == (a.model is None):
+        raise SemisegError("give the propagation run either as RUN or as -m MODEL.zip")
+    run = a.run or a.model
+    _record([run, *(a.reference or [])])
+    r = propagate_file(run, a.image, a.out, a.labels, slices, a.axis, "best", a.recent, a.reference, a.k,
                        a.ref_rule, a.ref_count, a.device)
     src = (f"slices {r['slices']}" if a.labels else
            f"the Reference module's slices {r['references']} (of {len(r['sampled'])} sampled)")
@@ -68,11 +74,13 @@ def register(add) -> None:
             "unused (prediction runs in one process; torch uses every core)")
     add_model_args(p, "run folder(s); several = an ensemble; RUN@final picks a checkpoint per run",
                    "images, nnU-Net naming CASE_0000.ext")
-    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x in 3D)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="mirroring test-time augmentation (8x in 3D; default: off, or the model file's setting)")
     p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="resample inputs to this spacing before prediction (default: the plan's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with the probabilities")
-    p.add_argument("--largest-component", action="store_true", help="keep each class's largest component")
+    p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep each class's largest component (default: off, or the model file's setting)")
     p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
@@ -92,8 +100,9 @@ def register(add) -> None:
     p = add("propagate", "Fill a volume from a few labeled slices with a mask-propagation run (Pham et al. "
             "2022): slices a person annotated (--labels) or that a Reference module segmented (--reference); "
             "every class is carried through the volume, both ways.", cmd_propagate, "unused (torch uses every core)")
-    p.add_argument("run", metavar="RUN",
+    p.add_argument("run", metavar="RUN", nargs="?",
                    help="a `semiseg train --method stcn --config 2d` run (RUN@CHECKPOINT allowed)")
+    p.add_argument("-m", "--model", metavar="MODEL.zip", help="the propagation run exported by `semiseg export`")
     p.add_argument("-i", "--image", required=True, nargs="+", metavar="FILE",
                    help="the image: one file per channel (CASE_0000.ext ...)")
     g = p.add_mutually_exclusive_group(required=True)
@@ -102,7 +111,8 @@ def register(add) -> None:
                         "classes); add or correct slices and run again to re-propagate")
     g.add_argument("--reference", nargs="+", metavar="RUN",
                    help="automatic: the Reference module, 2D run(s) on the same work folder (e.g. a 2D CPS pair; "
-                        "RUN@CHECKPOINT allowed) that segment --k sampled slices; the chosen ones are propagated")
+                        "RUN@CHECKPOINT or MODEL.zip allowed) that segment --k sampled slices; the chosen ones are "
+                        "propagated")
     p.add_argument("--k", type=int, default=9, help="automatic: slices sampled uniformly for the Reference module "
                    "(default 9)")
     p.add_argument("--ref-rule", choices=["largest", "per_class"], default="largest",

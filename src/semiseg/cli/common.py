@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..inference.backends import BACKENDS
+from ..utils import SemisegError
+
 
 def progress(a) -> bool:
     return not getattr(a, "quiet", False)
@@ -22,7 +25,12 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str) -> None:
     """Arguments shared by the commands that run trained models (predict, pseudolabel)."""
-    p.add_argument("runs", nargs="+", metavar="RUN", help=runs_help)
+    p.add_argument("runs", nargs="*", metavar="RUN", help=runs_help)
+    p.add_argument("-m", "--model", action="append", default=[], metavar="MODEL.zip",
+                   help="a model file made by `semiseg export` (repeatable; mixes with RUN folders)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="where the networks run: torch (default; CUDA when available), onnxruntime or openvino "
+                        "(CPU; the ONNX graph comes from the model file, or is made when a run folder is loaded)")
     p.add_argument("-i", "--input", required=True, metavar="IN_DIR", help=input_help)
     p.add_argument("-o", "--out", required=True, metavar="OUT_DIR")
     p.add_argument("--checkpoint", default="best", help="best (default), final, latest, or a .pt file")
@@ -30,3 +38,11 @@ def add_model_args(p: argparse.ArgumentParser, runs_help: str, input_help: str) 
     p.add_argument("--step", type=float, default=None,
                    help="sliding-window step as a fraction of the patch (default: the run's plan, 0.5; a student 0.8)")
     p.add_argument("--device", help="torch device (default cuda when available)")
+
+
+def model_specs(a) -> list[str]:
+    """The RUN folders and -m model files of a command, at least one."""
+    specs = list(a.runs) + list(a.model)
+    if not specs:
+        raise SemisegError("give a run folder (RUN) or a model file (-m MODEL.zip)")
+    return specs

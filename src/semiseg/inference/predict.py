@@ -53,15 +53,23 @@ def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
 
 
 def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float | None = None, tta: bool = False,
-                 forced_spacing: list | None = None, device=None, amp: str = "auto") -> tuple[torch.Tensor, dict]:
+                 forced_spacing: list | None = None, device=None, amp: str = "auto",
+                 times: dict | None = None) -> tuple[torch.Tensor, dict]:
     """Mean probabilities of every network of every model for one case, in the case's original grid
-    (K, z, y, x)."""
+    (K, z, y, x). ``times`` (a dict) accumulates seconds per stage: ``preprocess``, ``network``,
+    ``sliding_window`` (network + windowing and blending), ``resample`` (back to the original grid)."""
     acc, info = MeanProbs(), {}
     cache: dict[str, tuple] = {}
+    times = {} if times is None else times
     for m in models:
+        t = time.perf_counter()
         data, props = preprocessed_for(m, image, geom, cache, forced_spacing)
-        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device, amp=amp)
+        times["preprocess"] = times.get("preprocess", 0.0) + time.perf_counter() - t
+        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device, amp=amp,
+                                 times=times)
+        t = time.perf_counter()
         acc.add(probs_to_original(p, props), len(m.nets))
+        times["resample"] = times.get("resample", 0.0) + time.perf_counter() - t
         info["spacing"] = props["spacing"]
     return acc.mean(), info
 
@@ -97,52 +105,74 @@ def _forced(plans: dict, geom: Geometry) -> list | None:
 
 
 def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
-                   step: float | None = None, tta: bool = False, forced_spacing: list | None = None,
-                   save_probabilities: bool = False, largest_component: bool = False, overwrite: bool = False,
+                   step: float | None = None, tta: bool | None = None, forced_spacing: list | None = None,
+                   save_probabilities: bool = False, largest_component: bool | None = None, overwrite: bool = False,
                    profile: str | None = None, device: str | None = None, progress: bool = True,
-                   amp: str = "auto") -> dict:
+                   amp: str = "auto", backend: str = "torch") -> dict:
     """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
 
     ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
-    file); the softmax of every network of every entry is averaged."""
+    file), or model files (``MODEL.zip``); the softmax of every network of every entry is averaged.
+    ``tta``, ``largest_component``, ``step`` and ``forced_spacing`` left at None take a model file's
+    settings (else off / the plan's). ``backend``: torch, onnxruntime or openvino.
+    ``profile`` writes a CSV with, per case, seconds, peak memory and seconds per stage (read,
+    preprocess, network, blend, resample, write)."""
+    t_start = time.time()
     in_dir, out_dir = check_folders(in_dir, out_dir)
     dev = default_device(device)
-    models = load_models(runs, checkpoint, nets, dev)
+    models = load_models(runs, checkpoint, nets, dev, backend, amp)
     p0 = models[0].plans
+    settings = models[0].settings
+    tta = bool(settings.get("tta", False)) if tta is None else tta
+    largest_component = bool(settings.get("largest_component", False)) if largest_component is None \
+        else largest_component
+    step = settings.get("step") if step is None else step
+    forced_spacing = forced_spacing or settings.get("forced_spacing")
     cases = list_input_cases(in_dir, p0["num_input_channels"])
     ending = p0.get("file_ending", ".nii.gz")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, done, skipped = [], 0, 0
     classes = list(range(1, p0["num_classes"]))
+    load_s = time.time() - t_start
     for cid, files in tqdm(cases.items(), desc="predict", disable=not progress, unit="case"):
         target = out_dir / f"{cid}{ending}"
         if target.exists() and not overwrite:
             skipped += 1
             continue
+        times: dict[str, float] = {}
         with ResourceSampler() as s:
             t = time.time()
             image, geom = read_case_image(Case(cid, files))
-            probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp)
+            times["read"] = time.time() - t
+            probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp, times)
+            t1 = time.time()
             seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
             if largest_component:
                 seg = keep_largest_component(seg, classes)
+            times["argmax"] = time.time() - t1
+            t1 = time.time()
             if save_probabilities:
                 with atomic_path(out_dir / f"{cid}.npz", suffix=".npz") as tmp:
                     np.savez_compressed(tmp, probabilities=probs.numpy().astype(np.float16),
                                         spacing_zyx=np.array(geom.spacing_zyx))
             write_image(seg, geom, target)
+            times["write"] = time.time() - t1
             secs = time.time() - t
         r = s.result()
+        stages = {f"{k}_s": round(times.get(k, 0.0), 3) for k in ("read", "preprocess", "network")}
+        stages["blend_s"] = round(times.get("sliding_window", 0.0) - times.get("network", 0.0), 3)
+        stages.update({f"{k}_s": round(times.get(k, 0.0), 3) for k in ("resample", "argmax", "write")})
         rows.append({"case": cid, "seconds": round(secs, 3), "peak_rss_mb": round(r["peak_rss_mb"], 1),
                      "peak_gpu_mb": round(r.get("peak_gpu_mb", 0.0), 1),
                      "rss_auc_mb_s": round(r.get("rss_auc_mb_s", 0.0), 1),
                      "cpu_util_auc": round(r.get("cpu_util_auc", 0.0), 2),
                      "shape": "x".join(map(str, image.shape[1:])),
-                     "spacing": "x".join(f"{v:g}" for v in info["spacing"])})
+                     "spacing": "x".join(f"{v:g}" for v in info["spacing"]), "backend": backend, **stages})
         done += 1
     if profile and rows:
         with atomic_path(profile, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    return {"done": done, "skipped": skipped, "rows": rows, "out": str(out_dir)}
+    return {"done": done, "skipped": skipped, "rows": rows, "out": str(out_dir), "load_seconds": round(load_s, 3),
+            "seconds": round(time.time() - t_start, 3)}

@@ -1,12 +1,15 @@
-"""Trained models from run folders: what a run records for inference, and loading it.
+"""Trained models from run folders and model files: what a run records for inference, and loading it.
 
 A run folder records in ``networks.json`` everything inference needs: the resolved configuration
 (patch, slice axis...), input and output channels, each network's registered name and options,
 and which networks predict. So :func:`load_run` needs only the network registry, never the
-training code or the method that trained the run.
+training code or the method that trained the run. A model file (``semiseg export``, see
+:mod:`.modelfile`) holds the same records for one or more runs, with safetensors weights and ONNX
+graphs; :func:`load_models` takes both. ``backend`` chooses where the networks run (:mod:`.backends`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from ..planning import Plans, load_plans
 from ..utils import SemisegError, read_json, write_json
 from ..utils.checkpoint import load_checkpoint
 from ..utils.device import default_device
+from .backends import backend_net, onnx_graph
+from .modelfile import is_model_file, load_weights, read_model_file
 
 RECORD = "networks.json"
 
@@ -29,6 +34,7 @@ class Model:
     cfg: dict
     nets: list
     names: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)  # a model file's inference defaults (step, tta, ...)
 
     @property
     def step(self) -> float:
@@ -74,33 +80,95 @@ def checkpoint_path(run: Path, checkpoint: str) -> Path:
 
 
 def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None = None,
-             device: torch.device | None = None) -> Model:
+             device: torch.device | None = None, backend: str = "torch", amp: str = "auto") -> Model:
     """Load a run's networks from ``RUN/checkpoints/<checkpoint>.pt`` (``best``, ``final``,
-    ``latest`` or a file path), with ``weights_only=True``. ``nets`` picks networks by name (a CPS run
-    has two); default the ones the run predicts with."""
+    ``latest`` or a file path), with ``weights_only=True``, or the one run of a model file
+    (``MODEL.zip``). ``nets`` picks networks by name (a CPS run has two); default the ones the run
+    predicts with. ``backend`` other than torch runs each network's ONNX graph (made now for a run
+    folder)."""
+    if is_model_file(run):
+        models = load_model_file(run, nets, device, backend, amp)
+        if len(models) != 1:
+            raise SemisegError(f"{run}: holds an ensemble of {len(models)} runs; this command takes one")
+        return models[0]
     run = Path(run)
     rec = read_record(run)
     plans = load_plans(run)
     ck = checkpoint_path(run, checkpoint)
     state = load_checkpoint(ck)
-    device = device or default_device()
     names = nets or rec["predict_with"]
     out = []
     for name in names:
         if name not in state["nets"] or name not in rec["networks"]:
             raise SemisegError(f"{ck}: has no network {name!r} (it has {', '.join(state['nets'])})")
-        spec = rec["networks"][name]
-        net = create_network(spec["network"], rec["configuration"], rec["in_channels"], rec["out_channels"],
-                             **spec["options"])
-        net.load_state_dict(state["nets"][name])
-        out.append(net.to(device).eval())
+        out.append(build_network(rec, name, state["nets"][name], f"{ck} ({name})", device, backend, amp))
     return Model(run, plans, rec["configuration"], out, list(names))
 
 
-def load_models(runs: list[str], checkpoint: str, nets: list[str] | None, device) -> list[Model]:
-    """Models for ``RUN`` or ``RUN@CHECKPOINT`` entries (an ensemble may mix runs and checkpoints of
-    one run); all must predict the same classes from the same channels."""
-    models = [load_run(*parse_run_spec(r, checkpoint), nets, device) for r in runs]
+def build_network(rec: dict, name: str, weights: dict, where: str, device, backend: str, amp: str,
+                  graph: bytes | None = None):
+    """One network of a record, with ``weights``, on ``device`` or in ``backend``."""
+    spec = rec["networks"][name]
+    net = create_network(spec["network"], rec["configuration"], rec["in_channels"], rec["out_channels"],
+                         **spec["options"])
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as e:
+        raise SemisegError(f"{where}: the weights do not fit network {spec['network']!r} ({str(e)[:300]})") from None
+    if backend == "torch":
+        return net.to(device or default_device()).eval()
+    if graph is None and is_segmentation(rec, name):
+        graph = onnx_graph(net, rec["configuration"]["patch_size"], rec["in_channels"])
+    return backend_net(backend, net, graph, where, amp)
+
+
+def is_segmentation(rec: dict, name: str) -> bool:
+    """Whether a recorded network maps an image patch to class logits (an STCN propagation network
+    does not; it has no ONNX graph)."""
+    return rec["networks"][name]["network"] != "stcn"
+
+
+def load_model_file(path, nets: list[str] | None = None, device=None, backend: str = "torch",
+                    amp: str = "auto") -> list[Model]:
+    """Every run of a model file (``semiseg export``) as a Model with the file's inference settings."""
+    manifest, blobs = read_model_file(path)
+    out = []
+    for m in manifest["members"]:
+        rec = m["record"]
+        names = nets or rec["predict_with"]
+        loaded = []
+        for name in names:
+            if name not in rec["networks"]:
+                raise SemisegError(f"{path}: member {m['name']} has no network {name!r} "
+                                   f"(it has {', '.join(rec['networks'])})")
+            files = m["files"][name]
+            where = f"{path}: {files['weights']}"
+            weights = load_weights(blobs[files["weights"]], where, files.get("aliases"))
+            graph = blobs.get(files.get("onnx") or "")
+            loaded.append(build_network(rec, name, weights, where, device, backend, amp, graph))
+        plans = Plans(read_json_bytes(blobs[m["plans"]]))
+        out.append(Model(Path(f"{path}:{m['name']}"), plans, rec["configuration"], loaded, list(names),
+                         dict(manifest.get("inference") or {})))
+    return out
+
+
+def read_json_bytes(data: bytes) -> dict:
+    return json.loads(data.decode("utf-8"))
+
+
+def load_models(runs: list[str], checkpoint: str, nets: list[str] | None, device, backend: str = "torch",
+                amp: str = "auto") -> list[Model]:
+    """Models for ``RUN``, ``RUN@CHECKPOINT`` or ``MODEL.zip`` entries (an ensemble may mix runs,
+    checkpoints of one run and model files); all must predict the same classes from the same
+    channels."""
+    if not runs:
+        raise SemisegError("give a run folder or a model file (-m MODEL.zip)")
+    models = []
+    for r in runs:
+        if is_model_file(r):
+            models += load_model_file(r, nets, device, backend, amp)
+        else:
+            models.append(load_run(*parse_run_spec(r, checkpoint), nets, device, backend, amp))
     p0 = models[0].plans
     for m in models[1:]:
         if m.plans["num_classes"] != p0["num_classes"] or m.plans["num_input_channels"] != p0["num_input_channels"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import cc3d
 import numpy as np
@@ -12,6 +13,7 @@ from monai.inferers import sliding_window_inference
 
 from ..utils import SemisegError, bbox_slices
 from ..utils.device import autocast, default_device
+from .backends import Timed
 from .ensemble import MeanProbs
 
 
@@ -34,11 +36,16 @@ def mirror_sets(axes) -> list[tuple]:
 @torch.no_grad()
 def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bool = False,
                          device: torch.device | None = None, sw_batch: int | None = None,
-                         patch_size=None, slices: list[int] | None = None, amp: str = "auto") -> torch.Tensor:
+                         patch_size=None, slices: list[int] | None = None, amp: str = "auto",
+                         times: dict | None = None) -> torch.Tensor:
     """Mean softmax over ``nets`` (and mirrorings with ``tta``) for one case ``data`` (C, z, y, x).
     Returns float32 (K, z, y, x) on the CPU. A 2D configuration can predict only some ``slices``
     (indices along its slice axis; returns (K, len(slices), *in-plane)). ``amp``: mixed precision
-    as :func:`semiseg.utils.device.autocast_dtype` (``off``: float32 throughout)."""
+    as :func:`semiseg.utils.device.autocast_dtype` (``off``: float32 throughout). ``nets`` are torch
+    modules or :mod:`.backends` runners. ``times`` (a dict) accumulates the seconds of the network
+    calls under ``network`` and of the whole under ``sliding_window`` (the rest is windowing and
+    blending)."""
+    t0 = time.perf_counter()
     device = device or default_device()
     patch = list(patch_size or cfg["patch_size"])
     x = torch.from_numpy(np.array(data, np.float32))[None]
@@ -65,7 +72,8 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
     acc = MeanProbs()
     for net in nets:
         net.eval()
-        pred = _SliceWindows(net) if slice_axis is not None else net
+        pred = Timed(net, times) if times is not None else net
+        pred = _SliceWindows(pred) if slice_axis is not None else pred
         for flips in variants:
             xi = torch.flip(x, flips) if flips else x
             with autocast(device, amp):
@@ -78,7 +86,10 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
     probs = acc.mean()[0]
     if slice_axis is not None and slices is None:
         probs = probs.movedim(1, 1 + slice_axis)
-    return probs.cpu()
+    probs = probs.cpu()
+    if times is not None:
+        times["sliding_window"] = times.get("sliding_window", 0.0) + time.perf_counter() - t0
+    return probs
 
 
 # --------------------------------------------------------------------------- back to the original grid

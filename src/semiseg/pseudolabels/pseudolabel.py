@@ -107,15 +107,17 @@ def _members(models, image, geom, step, tta_members, device):
 def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
                        step: float | None = None, tta_members: bool = False, num_parts: int | None = None,
                        part_id: int | None = None, overwrite: bool = False, device: str | None = None,
-                       progress: bool = True) -> dict:
-    """``semiseg pseudolabel``: averaged pseudo-labels and consensus scores for every scan of ``in_dir``."""
+                       progress: bool = True, backend: str = "torch") -> dict:
+    """``semiseg pseudolabel``: averaged pseudo-labels and consensus scores for every scan of ``in_dir``.
+    ``runs``: run folders (``RUN@CHECKPOINT``) or model files; ``backend``: torch, onnxruntime or
+    openvino."""
     in_dir, out_dir = check_folders(in_dir, out_dir)
     num_parts = num_parts or int(os.environ.get("WORLD_SIZE", "1"))
     part_id = part_id if part_id is not None else int(os.environ.get("RANK", "0"))
     if not 0 <= part_id < num_parts:
         raise SemisegError(f"--part-id {part_id} is not in 0..{num_parts - 1}")
     dev = default_device(device)
-    models = load_models(runs, checkpoint, nets, dev)
+    models = load_models(runs, checkpoint, nets, dev, backend)
     p0 = models[0].plans
     n_members = sum(len(m.nets) * len(_flip_sets(m, tta_members)) for m in models)
     if n_members < 2:

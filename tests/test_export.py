@@ -1,0 +1,147 @@
+"""semiseg export and -m MODEL.zip: same labels as the run folder, ONNX Runtime and OpenVINO backends
+within tolerance of torch, and every damaged or foreign model file refused by name without running
+anything in it."""
+
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import geom, train_config
+
+from semiseg.cli import main
+from semiseg.data.io import read_image, write_image
+from semiseg.inference import load_models
+from semiseg.inference.export import export_model
+from semiseg.inference.modelfile import read_model_file, write_model_file
+from semiseg.inference.predict import predict_folder
+from semiseg.inference.sliding_window import sliding_window_probs
+from semiseg.training import train
+from semiseg.utils import SemisegError
+
+
+@pytest.fixture
+def run(tiny_work, tmp_path):
+    r = tmp_path / "run"
+    train(tiny_work, r, train_config(iterations=3), progress=False)
+    return r
+
+
+def _inputs(tmp_path, n=2, channels=1):
+    d = tmp_path / f"in{channels}"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        for c in range(channels):
+            img = rng.normal(50, 10, (11, 23, 27)).astype(np.float32)
+            write_image(img, geom((11, 23, 27), (0.9, 1.1, 2.3), origin=(3.5, -7.25, 11.0)), d / f"IN_{i:03d}_{c:04d}.nii.gz")
+    return d
+
+
+def _rewrite(src, dst, change):
+    """Copy a zip member by member, ``change(name, data) -> data``."""
+    with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst, "w") as b:
+        for n in a.namelist():
+            b.writestr(n, change(n, a.read(n)))
+
+
+def test_model_file_predicts_like_the_run_and_carries_settings(run, tmp_path):
+    model = tmp_path / "m.zip"
+    m = export_model([str(run)], model, largest_component=True)
+    (mem,) = m["members"]
+    assert mem["files"]["net"]["onnx_max_abs_diff"] < 1e-3
+    manifest, blobs = read_model_file(model)
+    assert manifest["inference"]["largest_component"] is True and manifest["labels"]
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert all(not n.endswith((".pt", ".pkl")) for n in blobs)  # no pickle anywhere
+    d = _inputs(tmp_path)
+    predict_folder([str(run)], d, tmp_path / "a", largest_component=True, progress=False)
+    predict_folder([str(model)], d, tmp_path / "b", progress=False)  # largest component from the file
+    for i in range(2):
+        a, ga = read_image(tmp_path / "a" / f"IN_{i:03d}.nii.gz")
+        b, gb = read_image(tmp_path / "b" / f"IN_{i:03d}.nii.gz")
+        assert np.array_equal(a, b) and np.allclose(ga.origin, gb.origin)
+    # the CLI: -m alone, and an ensemble of a run folder and the model file
+    assert main(["predict", "-m", str(model), "-i", str(d), "-o", str(tmp_path / "c"), "-q"]) == 0
+    assert main(["predict", str(run), "-m", str(model), "-i", str(d), "-o", str(tmp_path / "e"), "-q"]) == 0
+    assert main(["predict", "-i", str(d), "-o", str(tmp_path / "f"), "-q"]) == 2
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_backends_match_torch(run, tmp_path, backend):
+    model = tmp_path / "m.zip"
+    export_model([str(run)], model)
+    (ref,) = load_models([str(model)], "best", None, torch.device("cpu"), "torch", amp="off")
+    (other,) = load_models([str(model)], "best", None, torch.device("cpu"), backend, amp="off")
+    data = np.random.default_rng(0).normal(0, 1, (1, 14, 30, 26)).astype(np.float32)
+    p_ref = sliding_window_probs(ref.nets, data, ref.cfg, amp="off", tta=True)
+    p = sliding_window_probs(other.nets, data, other.cfg, amp="off", tta=True)
+    assert p.shape == p_ref.shape
+    assert float((p - p_ref).abs().max()) < 1e-4
+    assert torch.equal(p.argmax(0), p_ref.argmax(0))
+    # a run folder works too: its ONNX graph is made when it is loaded
+    (direct,) = load_models([str(run)], "best", None, torch.device("cpu"), backend, amp="off")
+    p_direct = sliding_window_probs(direct.nets, data, direct.cfg, amp="off")
+    assert float((p_direct - sliding_window_probs(ref.nets, data, ref.cfg, amp="off")).abs().max()) < 1e-4
+    d = _inputs(tmp_path)
+    assert main(["predict", "-m", str(model), "--backend", backend, "-i", str(d), "-o", str(tmp_path / "o"), "-q",
+                 "--amp", "off", "--profile", str(tmp_path / "p.csv")]) == 0
+    head = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert {"read_s", "preprocess_s", "network_s", "blend_s", "resample_s", "write_s", "backend"} <= set(head)
+
+
+def test_damaged_and_foreign_model_files_are_refused(run, tmp_path, capsys):
+    model = tmp_path / "m.zip"
+    export_model([str(run)], model, onnx=False)
+    d = _inputs(tmp_path)
+
+    def refused(path, *words):
+        with pytest.raises(SemisegError) as e:
+            load_models([str(path)], "best", None, torch.device("cpu"))
+        assert str(path) in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+        assert main(["predict", "-m", str(path), "-i", str(d), "-o", str(tmp_path / "never"), "-q"]) == 2
+        assert not (tmp_path / "never").exists() or not any((tmp_path / "never").iterdir())
+
+    raw = model.read_bytes()
+    (tmp_path / "trunc.zip").write_bytes(raw[: len(raw) // 2])
+    refused(tmp_path / "trunc.zip", "truncated")
+    _rewrite(model, tmp_path / "altered.zip",
+             lambda n, b: b[:-1] + bytes([b[-1] ^ 1]) if n.endswith(".safetensors") else b)
+    refused(tmp_path / "altered.zip", "checksum")
+
+    def newer(n, b):
+        if n != "model.json":
+            return b
+        return json.dumps(dict(json.loads(b), format=99)).encode()
+    _rewrite(model, tmp_path / "newer.zip", newer)
+    refused(tmp_path / "newer.zip", "format 99")
+    (tmp_path / "notzip.zip").write_text("hello")
+    refused(tmp_path / "notzip.zip", "not a readable model file")
+    refused(tmp_path / "absent.zip", "no such model file")
+
+    # a pickle that would run code, planted where the weights go with a valid checksum: refused, never run
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+    manifest, blobs = read_model_file(model)
+    (wname,) = [n for n in blobs if n.endswith(".safetensors")]
+    blobs[wname] = pickle.dumps(Evil())
+    manifest.pop("files")
+    write_model_file(tmp_path / "evil.zip", manifest, blobs)
+    refused(tmp_path / "evil.zip", "safetensors")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_model_for_other_channels_and_bad_export(run, tmp_path):
+    model = tmp_path / "m.zip"
+    export_model([str(run)], model, onnx=False)
+    d2 = _inputs(tmp_path, channels=2)
+    with pytest.raises(SemisegError, match="channels"):
+        predict_folder([str(model)], d2, tmp_path / "o", progress=False)
+    with pytest.raises(SemisegError, match="ends in .zip"):
+        export_model([str(run)], tmp_path / "m.pt")
+    with pytest.raises(SemisegError, match="no such checkpoint"):
+        export_model([f"{run}@nothere"], tmp_path / "x.zip")
+    assert not (tmp_path / "x.zip").exists()
