@@ -65,7 +65,7 @@ def timed_predict(model: Path, backend: str, imgs: Path, out: Path, prof: Path) 
 
 def dsc_of(pred: Path) -> float:
     sh(["evaluate", pred, DATA / "LA" / "labelsTr", "--only-predicted", "-q"], stdout=subprocess.DEVNULL)
-    return json.loads((pred / "summary.json").read_text())["mean"]["dsc"]
+    return json.loads((pred / "summary.json").read_text())["mean_over_regions"]["dsc"]
 
 
 def differing_fraction(a: Path, b: Path) -> float:
