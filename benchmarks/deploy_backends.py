@@ -9,9 +9,13 @@ differs from the torch path, the largest probability difference on one case agai
 float32 and torch with the default mixed precision, and the per-stage seconds (read, preprocess,
 network, blend, resample, argmax, write; start-up = wall - sum of cases).
 
+With ``--baseline-src SRC`` (the ``src`` folder of another checkout, e.g. a worktree of the commit
+before these backends), that code's ``semiseg predict RUN`` (torch, from the run folder) is timed
+in the same rounds as ``baseline``: the torch path as it was.
+
 Rows go to results.csv (benchmark ``deploy_backend``) and the table to deploy_backends.md.
 
-    python benchmarks/deploy_backends.py [--default RUN] [--student RUN] [--rounds 3]
+    python benchmarks/deploy_backends.py [--default RUN] [--student RUN] [--rounds 3] [--baseline-src SRC]
 
 Without --default/--student, runs trained here are used (benchmarks/_work/runs/LA-deploy-default,
 an LA-8 student fit run), trained for 8 minutes when absent.
@@ -49,11 +53,17 @@ def ensure_run(run: Path | None, student: bool) -> Path:
     return r
 
 
-def timed_predict(model: Path, backend: str, imgs: Path, out: Path, prof: Path) -> dict:
+def timed_predict(model: Path, backend: str, imgs: Path, out: Path, prof: Path, run: Path | None = None,
+                  baseline_src: Path | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
+    if backend == "baseline":  # the other checkout's torch path, from the run folder
+        args, env = [str(run)], dict(os.environ, PYTHONPATH=str(baseline_src))
+    else:
+        args, env = ["-m", str(model), "--backend", backend], None
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "semiseg", "predict", "-m", str(model), "--backend", backend,
-                          "-i", str(imgs), "-o", str(out), "--profile", str(prof), "-q"], stdout=subprocess.DEVNULL)
+    p = subprocess.Popen([sys.executable, "-m", "semiseg", "predict", *args,
+                          "-i", str(imgs), "-o", str(out), "--profile", str(prof), "-q"], stdout=subprocess.DEVNULL,
+                         env=env)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status):
@@ -112,7 +122,9 @@ def main():
     ap.add_argument("--default", type=Path, help="a default-plan LA run")
     ap.add_argument("--student", type=Path, help="a student-plan LA run")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline-src", type=Path, help="src folder of another checkout: its torch path as 'baseline'")
     a = ap.parse_args()
+    backends = (["baseline"] if a.baseline_src else []) + BACKENDS
     out = HERE / "_work" / "deploy"
     out.mkdir(parents=True, exist_ok=True)
     imgs = val_images("LA", prepared_work("LA"))
@@ -124,22 +136,25 @@ def main():
         sh(["export", run, "-o", model], stdout=subprocess.DEVNULL)
         export_s = time.perf_counter() - t
         size_mb = model.stat().st_size / 1e6
-        res = {b: [] for b in BACKENDS}
+        res = {b: [] for b in backends}
         for rnd in range(a.rounds):
-            for b in BACKENDS:
-                res[b].append(timed_predict(model, b, imgs, out / f"{kind}-{b}", out / f"{kind}-{b}-r{rnd}.csv"))
+            for b in backends:
+                res[b].append(timed_predict(model, b, imgs, out / f"{kind}-{b}", out / f"{kind}-{b}-r{rnd}.csv",
+                                            run, a.baseline_src))
         probs = probability_differences(model, imgs)
         torch_s = statistics.median(r["wall"] for r in res["torch"]) / n_cases
-        for b in BACKENDS:
+        base_s = statistics.median(r["wall"] for r in res["baseline"]) / n_cases if a.baseline_src else None
+        for b in backends:
             s_case = statistics.median(r["wall"] for r in res[b]) / n_cases
             rss = max(r["peak_rss_mb"] for r in res[b])
             dsc = dsc_of(out / f"{kind}-{b}")
             frac = differing_fraction(out / f"{kind}-torch", out / f"{kind}-{b}")
             last = res[b][-1]
-            stages = {s: statistics.median(float(r[s]) for r in last["rows"]) for s in STAGES}
+            stages = {s: statistics.median(float(r.get(s) or "nan") for r in last["rows"]) for s in STAGES}
             startup = statistics.median(r["wall"] - r["cases_s"] for r in res[b])
             pdiff = "; ".join(f"max |p - p_torch32| {k}: {v:.2e}" for k, v in probs.items() if k.startswith(b)) \
-                if b != "torch" else f"max |p_auto - p_fp32| {probs['torch-auto']:.2e}"
+                if b not in ("torch", "baseline") else f"max |p_auto - p_fp32| {probs['torch-auto']:.2e}"
+            vs_base = f"; {base_s / s_case:.2f}x baseline" if base_s else ""
             walls = ", ".join(f"{r['wall']:.1f}" for r in res[b])
             stage_txt = ", ".join(f"{s[:-2]} {v:.3f}" for s, v in stages.items())
             rows.append({"benchmark": "deploy_backend", "dataset": "LA", "labeled": 8, "method": b,
@@ -148,18 +163,20 @@ def main():
                          "wall_s": f"{statistics.median(r['wall'] for r in res[b]):.1f}",
                          "notes": f"{n_cases} cases, start-up included, median of {a.rounds} interleaved rounds "
                                   f"(walls {walls}); {torch_s / s_case:.2f}x "
-                                  f"torch; voxels differing from torch {frac:.2e}; {pdiff}; per case median s: "
+                                  f"torch{vs_base}; voxels differing from torch {frac:.2e}; {pdiff}; per case median s: "
                                   f"{stage_txt}; start-up {startup:.1f} s; model {size_mb:.1f} MB, export "
                                   f"{export_s:.0f} s"})
-            table.append(f"| {kind} | {b} | {s_case:.3f} | {torch_s / s_case:.2f}x | {rss:.0f} | {dsc:.4f} | "
+            table.append(f"| {kind} | {b} | {s_case:.3f} | {torch_s / s_case:.2f}x | "
+                         f"{f'{base_s / s_case:.2f}x' if base_s else ''} | {rss:.0f} | {dsc:.4f} | "
                          f"{frac:.1e} | {startup:.1f} | " + " | ".join(f"{v:.3f}" for v in stages.values()) + " |")
-        print("\n".join(table[-3:]), flush=True)
+        print("\n".join(table[-len(backends):]), flush=True)
     append_rows(rows)
-    head = ["| model | backend | s/case (start-up incl.) | vs torch | peak RSS MB | DSC | voxels != torch | "
-            "start-up s | " + " | ".join(s[:-2] for s in STAGES) + " |", "|" + "---|" * (8 + len(STAGES))]
+    head = ["| model | backend | s/case (start-up incl.) | vs torch | vs baseline | peak RSS MB | DSC | voxels != torch | "
+            "start-up s | " + " | ".join(s[:-2] for s in STAGES) + " |", "|" + "---|" * (9 + len(STAGES))]
     (HERE / "deploy_backends.md").write_text(
         "# CPU inference backends, LA validation (10 cases), 2 cores\n\nGenerated by `benchmarks/deploy_backends.py`;"
-        " per-stage columns are median seconds per case.\n\n" + "\n".join(head + table) + "\n")
+        " per-stage columns are median seconds per case; baseline: "
+        f"{a.baseline_src or 'none'} (the torch path before the backends, from the run folder).\n\n" + "\n".join(head + table) + "\n")
     print(f"rows appended to results.csv; table in {HERE / 'deploy_backends.md'}")
 
 

@@ -1,9 +1,16 @@
 """semiseg export and -m MODEL.zip: same labels as the run folder, ONNX Runtime and OpenVINO backends
 within tolerance of torch, and every damaged or foreign model file refused by name without running
-anything in it."""
+anything in it.
+
+ONNX export and the ONNX Runtime / OpenVINO backends run in their own processes here (the CLI, or a
+short script), as a user runs them: in one long pytest process, after they had run in-process, an
+unrelated later test died of a segmentation fault (twice, at different tests; never with this file
+left out, never in isolation)."""
 
 import json
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -17,7 +24,6 @@ from semiseg.inference import load_models
 from semiseg.inference.export import export_model
 from semiseg.inference.modelfile import read_model_file, write_model_file
 from semiseg.inference.predict import predict_folder
-from semiseg.inference.sliding_window import sliding_window_probs
 from semiseg.training import train
 from semiseg.utils import SemisegError
 
@@ -47,12 +53,17 @@ def _rewrite(src, dst, change):
             b.writestr(n, change(n, a.read(n)))
 
 
+def _semiseg(*args):
+    return subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], capture_output=True, text=True)
+
+
 def test_model_file_predicts_like_the_run_and_carries_settings(run, tmp_path):
     model = tmp_path / "m.zip"
-    m = export_model([str(run)], model, largest_component=True)
-    (mem,) = m["members"]
-    assert mem["files"]["net"]["onnx_max_abs_diff"] < 1e-3
+    p = _semiseg("export", run, "-o", model, "--largest-component")
+    assert p.returncode == 0, p.stderr
+    assert "max |logit diff|" in p.stdout and str(model) in p.stdout
     manifest, blobs = read_model_file(model)
+    assert manifest["members"][0]["files"]["net"]["onnx_max_abs_diff"] < 1e-3
     assert manifest["inference"]["largest_component"] is True and manifest["labels"]
     assert manifest["versions"]["torch"] == torch.__version__
     assert all(not n.endswith((".pt", ".pkl")) for n in blobs)  # no pickle anywhere
@@ -69,27 +80,44 @@ def test_model_file_predicts_like_the_run_and_carries_settings(run, tmp_path):
     assert main(["predict", "-i", str(d), "-o", str(tmp_path / "f"), "-q"]) == 2
 
 
+_COMPARE = """
+import json, sys
+import numpy as np, torch
+from semiseg.inference import load_models
+from semiseg.inference.sliding_window import sliding_window_probs
+model, run, backend = sys.argv[1:]
+cpu = torch.device("cpu")
+(ref,) = load_models([model], "best", None, cpu, "torch", amp="off")
+(other,) = load_models([model], "best", None, cpu, backend, amp="off")
+(direct,) = load_models([run], "best", None, cpu, backend, amp="off")  # ONNX graph made at load time
+data = np.random.default_rng(0).normal(0, 1, (1, 14, 30, 26)).astype(np.float32)
+p_ref = sliding_window_probs(ref.nets, data, ref.cfg, amp="off", tta=True)
+p = sliding_window_probs(other.nets, data, other.cfg, amp="off", tta=True)
+p_direct = sliding_window_probs(direct.nets, data, direct.cfg, amp="off", tta=True)
+print(json.dumps({"shape_ok": p.shape == p_ref.shape, "diff": float((p - p_ref).abs().max()),
+                  "diff_direct": float((p_direct - p_ref).abs().max()),
+                  "same_labels": bool(torch.equal(p.argmax(0), p_ref.argmax(0)))}))
+"""
+
+
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_backends_match_torch(run, tmp_path, backend):
     model = tmp_path / "m.zip"
-    export_model([str(run)], model)
-    (ref,) = load_models([str(model)], "best", None, torch.device("cpu"), "torch", amp="off")
-    (other,) = load_models([str(model)], "best", None, torch.device("cpu"), backend, amp="off")
-    data = np.random.default_rng(0).normal(0, 1, (1, 14, 30, 26)).astype(np.float32)
-    p_ref = sliding_window_probs(ref.nets, data, ref.cfg, amp="off", tta=True)
-    p = sliding_window_probs(other.nets, data, other.cfg, amp="off", tta=True)
-    assert p.shape == p_ref.shape
-    assert float((p - p_ref).abs().max()) < 1e-4
-    assert torch.equal(p.argmax(0), p_ref.argmax(0))
-    # a run folder works too: its ONNX graph is made when it is loaded
-    (direct,) = load_models([str(run)], "best", None, torch.device("cpu"), backend, amp="off")
-    p_direct = sliding_window_probs(direct.nets, data, direct.cfg, amp="off")
-    assert float((p_direct - sliding_window_probs(ref.nets, data, ref.cfg, amp="off")).abs().max()) < 1e-4
+    assert _semiseg("export", run, "-o", model).returncode == 0
+    p = subprocess.run([sys.executable, "-c", _COMPARE, str(model), str(run), backend], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["shape_ok"] and r["same_labels"], r
+    assert r["diff"] < 1e-4 and r["diff_direct"] < 1e-4, r
     d = _inputs(tmp_path)
-    assert main(["predict", "-m", str(model), "--backend", backend, "-i", str(d), "-o", str(tmp_path / "o"), "-q",
-                 "--amp", "off", "--profile", str(tmp_path / "p.csv")]) == 0
+    p = _semiseg("predict", "-m", model, "--backend", backend, "-i", d, "-o", tmp_path / "o", "-q", "--amp", "off",
+                 "--profile", tmp_path / "p.csv")
+    assert p.returncode == 0, p.stderr
     head = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
     assert {"read_s", "preprocess_s", "network_s", "blend_s", "resample_s", "write_s", "backend"} <= set(head)
+    predict_folder([str(model)], d, tmp_path / "t", amp="off", progress=False)
+    for f in sorted((tmp_path / "t").glob("*.nii.gz")):
+        assert np.array_equal(read_image(f)[0], read_image(tmp_path / "o" / f.name)[0])
 
 
 def test_damaged_and_foreign_model_files_are_refused(run, tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from ..inference.predict import predict_folder
+from ..inference.predict import OUTPUT_FORMATS, predict_folder
 from ..propagation.files import propagate_file
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training.records import record_earlier_runs
@@ -24,7 +24,8 @@ def cmd_predict(a) -> int:
     r = predict_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
                        forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
                        largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
-                       device=a.device, progress=progress(a), amp=a.amp, backend=a.backend)
+                       device=a.device, progress=progress(a), amp=a.amp, backend=a.backend,
+                       series_uid=a.series_uid, output_format=a.output_format)
     print(f"predicted {r['done']} cases, skipped {r['skipped']} already done -> {r['out']}")
     if a.profile and r["rows"]:
         secs = [x["seconds"] for x in r["rows"]]
@@ -60,7 +61,7 @@ def cmd_propagate(a) -> int:
     run = a.run or a.model
     _record([run, *(a.reference or [])])
     r = propagate_file(run, a.image, a.out, a.labels, slices, a.axis, "best", a.recent, a.reference, a.k,
-                       a.ref_rule, a.ref_count, a.device)
+                       a.ref_rule, a.ref_count, a.device, a.series_uid)
     src = (f"slices {r['slices']}" if a.labels else
            f"the Reference module's slices {r['references']} (of {len(r['sampled'])} sampled)")
     print(f"propagated classes {r['classes']} from {src} (axis {r['axis']}) in {r['seconds']:.1f} s"
@@ -85,6 +86,10 @@ def register(add) -> None:
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                    help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16; off: float32)")
+    p.add_argument("--series-uid", help="with a DICOM folder that holds several series: the one to predict")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="image",
+                   help="image: label maps in the plan's file format (default); dicom-seg: CASE.dcm, a DICOM SEG "
+                        "referencing the input series (DICOM input only)")
 
     p = add("pseudolabel", "Pseudo-label scans with an ensemble and score each by the members' consensus "
             "(Pham et al. 2022, eq. 2) into OUT_DIR/scores.csv (resumable, shardable).", cmd_pseudolabel,
@@ -104,7 +109,8 @@ def register(add) -> None:
                    help="a `semiseg train --method stcn --config 2d` run (RUN@CHECKPOINT allowed)")
     p.add_argument("-m", "--model", metavar="MODEL.zip", help="the propagation run exported by `semiseg export`")
     p.add_argument("-i", "--image", required=True, nargs="+", metavar="FILE",
-                   help="the image: one file per channel (CASE_0000.ext ...)")
+                   help="the image: one file per channel (CASE_0000.ext ...), or a DICOM series folder")
+    p.add_argument("--series-uid", help="with a DICOM folder that holds several series: the one to use")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--labels", metavar="FILE",
                    help="interactive: a label map in the image's geometry in which some slices are annotated (any "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..inference.backends import BACKENDS
 from ..utils import SemisegError
@@ -46,3 +47,15 @@ def model_specs(a) -> list[str]:
     if not specs:
         raise SemisegError("give a run folder (RUN) or a model file (-m MODEL.zip)")
     return specs
+
+
+def write_run_report(run, quiet: bool = False) -> Path | None:
+    """``RUN/report.html`` after a training command; a failure to report never fails the training."""
+    from ..workflows.report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
+    try:
+        out = write_report(run, progress=not quiet)
+    except Exception as e:  # noqa: BLE001 - the training is done and saved; say why there is no report
+        print(f"no report ({type(e).__name__}: {e}); run `semiseg report {run}` to retry")
+        return None
+    print(f"report: {out}")
+    return out

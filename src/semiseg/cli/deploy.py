@@ -1,8 +1,17 @@
-"""``semiseg export``: trained runs into one model file for other machines."""
+"""``semiseg export`` (trained runs into one model file for other machines) and ``semiseg report``
+(a run's self-contained HTML report)."""
 from __future__ import annotations
 
 from ..inference.export import export_model
 from ..training.records import record_earlier_runs
+from .common import progress
+
+
+def cmd_report(a) -> int:
+    from ..workflows.report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
+    out = write_report(a.run, a.out, predict=not a.no_predict, progress=progress(a))
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_export(a) -> int:
@@ -33,3 +42,11 @@ def register(add) -> None:
     p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="resample inputs to this spacing before prediction (default: the plan's)")
     p.add_argument("--no-onnx", action="store_true", help="no ONNX graphs (torch backend only; a smaller file)")
+
+    p = add("report", "Write RUN/report.html: configuration and split, learning curves, the validation cases "
+            "predicted and scored per class (sortable table), pictures of the best, median and worst case, time "
+            "and memory, environment; self-contained (opens offline).", cmd_report, "unused")
+    p.add_argument("run", metavar="RUN", help="a run folder (train, fit; a selftrain round folder)")
+    p.add_argument("-o", "--out", metavar="FILE", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--no-predict", action="store_true",
+                   help="skip predicting the validation cases (no table or pictures)")

@@ -18,7 +18,7 @@ from ..utils.device import AMP_CHOICES
 from ..workflows.demo import run_demo
 from ..workflows.fit import DEFAULT_RECIPE, RECIPES, fit
 from ..workflows.selftrain import selftrain
-from .common import progress
+from .common import progress, write_run_report
 
 
 def train_config(a) -> TrainConfig:
@@ -66,6 +66,8 @@ def cmd_train(a) -> int:
     if s and int(os.environ.get("RANK", "0")) == 0:
         print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
               f"run in {a.out}")
+        if not a.no_report:
+            write_run_report(a.out, a.quiet)
     return 0
 
 
@@ -77,6 +79,8 @@ def cmd_selftrain(a) -> int:
         print(f"round {r['round']}: {r['selected']} pseudo-labeled scans ({r['new']} new); best validation Dice "
               f"{r['best_val_dice']:.4f}" + (" (stopped: no new scan)" if r["stopped"] else ""))
     print(f"report in {a.out}/report.csv and report.png")
+    if rows and not a.no_report:
+        write_run_report(os.path.join(a.out, f"round{rows[-1]['round']}"), a.quiet)
     return 0
 
 
@@ -89,6 +93,8 @@ def cmd_fit(a) -> int:
     f = s["fit"]
     print(f"fit {f['recipe']}: {f['used_minutes']:g} of {f['minutes']:g} min; best validation Dice "
           f"{s['best_val_dice']:.4f}; model in {a.out} (semiseg predict {a.out} -i IMAGES -o PRED)")
+    if not a.no_report:
+        write_run_report(a.out, a.quiet)
     return 0
 
 
@@ -184,11 +190,13 @@ def register(add) -> None:
             loader_help)
     add_train_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in RUN from checkpoints/latest.pt")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
 
     p = add("selftrain", "Self-training (Pham et al. 2022): train, pseudo-label the unlabeled scans, keep those "
             "the ensemble agrees on, retrain; round by round, resumable.", cmd_selftrain,
             "data-loading processes of each training (as for train)")
     add_train_args(p, selftrain=True)
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
     g = p.add_argument_group("self-training rounds")
     g.add_argument("--rounds", type=int, default=2, help="rounds after round 0 (default 2); stops early when a "
                    "round adds no scan")
@@ -205,6 +213,7 @@ def register(add) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="fit folder; ends as the final model's run "
                    "folder (give it again to continue an interrupted fit)")
     p.add_argument("--minutes", type=float, required=True, help="total wall-clock budget of every stage")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> warm-started student; the best "
                         "measured); bcp, mean-teacher, cps: supervised pre-training then that method; supervised")

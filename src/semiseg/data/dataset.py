@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import SemisegError
+from .dicom import DicomSeries, is_dicom_folder, open_series, read_series
 from .io import SUPPORTED_ENDINGS, Geometry, read_image
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
@@ -263,7 +264,7 @@ def read_case_image(case: Case, tol: float = GEOMETRY_TOLERANCE) -> tuple[np.nda
     disagree in geometry."""
     chans, geom = [], None
     for f in case.images:
-        a, g = read_image(f, require_finite=True)
+        a, g = read_channel(f)
         if a.ndim != 3:
             raise SemisegError(f"{f}: {a.ndim}D image, 3D expected (run `semiseg check`)")
         if geom is None:
@@ -272,6 +273,17 @@ def read_case_image(case: Case, tol: float = GEOMETRY_TOLERANCE) -> tuple[np.nda
             raise SemisegError(f"{f}: geometry differs from channel 0: " + "; ".join(geom.mismatch(g, tol)))
         chans.append(a.astype(np.float32, copy=False))
     return np.stack(chans), geom
+
+
+def read_channel(f) -> tuple[np.ndarray, Geometry]:
+    """One channel: an image file, a DICOM series folder, or an opened :class:`DicomSeries`."""
+    if isinstance(f, DicomSeries):
+        return read_series(f)
+    if Path(f).is_dir():
+        if not is_dicom_folder(f):
+            raise SemisegError(f"{f}: a folder that holds no DICOM files")
+        return read_series(open_series(f))
+    return read_image(f, require_finite=True)
 
 
 def read_case_label(case: Case, geom: Geometry, declared, tol: float = GEOMETRY_TOLERANCE) -> np.ndarray:

@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import __version__
 from ..data.dataset import CHANNEL_RE, Case, label_dtype, read_case_image
+from ..data.dicom import DicomSeries, is_dicom_folder, open_series, write_dicom_seg
 from ..data.io import SUPPORTED_ENDINGS, Geometry, file_ending, write_image
+from ..planning import Plans
 from ..planning.spacing import forced_inference_spacing
 from ..preprocessing.cache import preprocess_arrays
 from ..utils import SemisegError, atomic_path, class_argmax
@@ -26,13 +29,23 @@ from .ensemble import MeanProbs
 from .runs import Model, load_models, model_step
 from .sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
 
+OUTPUT_FORMATS = ("image", "dicom-seg")
 
-def list_input_cases(folder: Path, n_channels: int) -> dict[str, list[Path]]:
+
+def list_input_cases(folder: Path, n_channels: int, series_uid: str | None = None) -> dict[str, list]:
     """Case id -> channel files, nnU-Net naming (CASE_0000.ext...); a single-channel model also takes
-    files without the channel suffix."""
+    files without the channel suffix, a DICOM series folder (one case named after the folder;
+    ``series_uid`` picks a series when it holds several) or a folder of DICOM series folders (one
+    case each)."""
+    folder = Path(folder)
+    dicom = [folder] if is_dicom_folder(folder) else [d for d in sorted(folder.iterdir()) if is_dicom_folder(d)]
+    if dicom:
+        if n_channels != 1:
+            raise SemisegError(f"{folder}: DICOM series are single-channel; the model takes {n_channels} channels")
+        return {d.name: [open_series(d, series_uid)] for d in dicom}
     files = [f for f in sorted(folder.iterdir()) if f.is_file() and file_ending(f) in SUPPORTED_ENDINGS]
     if not files:
-        raise SemisegError(f"{folder}: no images (endings {', '.join(SUPPORTED_ENDINGS)})")
+        raise SemisegError(f"{folder}: no images (endings {', '.join(SUPPORTED_ENDINGS)}) and no DICOM series")
     cases: dict[str, dict[int, Path]] = {}
     for f in files:
         stem = f.name[: -len(file_ending(f))]
@@ -108,7 +121,8 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
                    step: float | None = None, tta: bool | None = None, forced_spacing: list | None = None,
                    save_probabilities: bool = False, largest_component: bool | None = None, overwrite: bool = False,
                    profile: str | None = None, device: str | None = None, progress: bool = True,
-                   amp: str = "auto", backend: str = "torch") -> dict:
+                   amp: str = "auto", backend: str = "torch", series_uid: str | None = None,
+                   output_format: str = "image") -> dict:
     """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
 
     ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
@@ -116,7 +130,12 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     ``tta``, ``largest_component``, ``step`` and ``forced_spacing`` left at None take a model file's
     settings (else off / the plan's). ``backend``: torch, onnxruntime or openvino.
     ``profile`` writes a CSV with, per case, seconds, peak memory and seconds per stage (read,
-    preprocess, network, blend, resample, write)."""
+    preprocess, network, blend, resample, write). ``in_dir`` may be a DICOM series folder or a folder
+    of them (``series_uid`` picks one series of a folder that holds several); ``output_format``
+    ``dicom-seg`` writes ``CASE.dcm``, a DICOM SEG that references the input series, instead of a
+    label image."""
+    if output_format not in OUTPUT_FORMATS:
+        raise SemisegError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format!r}")
     t_start = time.time()
     in_dir, out_dir = check_folders(in_dir, out_dir)
     dev = default_device(device)
@@ -128,8 +147,14 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
         else largest_component
     step = settings.get("step") if step is None else step
     forced_spacing = forced_spacing or settings.get("forced_spacing")
-    cases = list_input_cases(in_dir, p0["num_input_channels"])
+    cases = list_input_cases(in_dir, p0["num_input_channels"], series_uid)
     ending = p0.get("file_ending", ".nii.gz")
+    if output_format == "dicom-seg":
+        ending = ".dcm"
+        not_dicom = [c for c, f in cases.items() if not isinstance(f[0], DicomSeries)]
+        if not_dicom:
+            raise SemisegError(f"{in_dir}: --output-format dicom-seg needs DICOM series inputs; "
+                               f"{', '.join(not_dicom[:5])} {'is' if len(not_dicom) == 1 else 'are'} not")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, done, skipped = [], 0, 0
     classes = list(range(1, p0["num_classes"]))
@@ -155,7 +180,10 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
                 with atomic_path(out_dir / f"{cid}.npz", suffix=".npz") as tmp:
                     np.savez_compressed(tmp, probabilities=probs.numpy().astype(np.float16),
                                         spacing_zyx=np.array(geom.spacing_zyx))
-            write_image(seg, geom, target)
+            if output_format == "dicom-seg":
+                write_dicom_seg(seg, files[0], target, Plans(p0).class_names(), f"semiseg {__version__}")
+            else:
+                write_image(seg, geom, target)
             times["write"] = time.time() - t1
             secs = time.time() - t
         r = s.result()

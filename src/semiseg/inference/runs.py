@@ -107,7 +107,10 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
 
 def build_network(rec: dict, name: str, weights: dict, where: str, device, backend: str, amp: str,
                   graph: bytes | None = None):
-    """One network of a record, with ``weights``, on ``device`` or in ``backend``."""
+    """One network of a record, with ``weights``, on ``device`` or in ``backend``. With an ONNX
+    ``graph`` and another backend than torch, no torch network is built (nor MONAI imported)."""
+    if backend != "torch" and graph is not None:
+        return backend_net(backend, None, graph, where, amp)
     spec = rec["networks"][name]
     net = create_network(spec["network"], rec["configuration"], rec["in_channels"], rec["out_channels"],
                          **spec["options"])

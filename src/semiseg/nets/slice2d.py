@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import SimpleASPP, TransformerBlock
 from torch import nn
 
 from ..utils import SemisegError
@@ -87,6 +86,7 @@ class DeepLabV3Plus(nn.Module):
         self.position = position
         self.encoder = _Encoder(cin, base)
         w = self.encoder.widths
+        from monai.networks.blocks import SimpleASPP  # noqa: PLC0415 - lazy MONAI, see nets.unets
         self.aspp = SimpleASPP(2, w[3], aspp, kernel_sizes=(1, 3, 3, 3), dilations=(1, 2, 4, 6), norm_type="INSTANCE")
         self.aspp_proj = nn.Sequential(nn.Conv2d(4 * aspp, 4 * aspp, 1, bias=False), _norm(4 * aspp),
                                        nn.LeakyReLU(0.01, True))
@@ -116,6 +116,7 @@ class TransUNet(nn.Module):
         self.embed = nn.Conv2d(w[3], hidden, 1)
         self.pos = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], hidden))
         nn.init.trunc_normal_(self.pos, std=0.02)
+        from monai.networks.blocks import TransformerBlock  # noqa: PLC0415 - lazy MONAI, see nets.unets
         self.blocks = nn.ModuleList([TransformerBlock(hidden, mlp, heads, 0.0) for _ in range(layers)])
         self.norm = nn.LayerNorm(hidden)
         self.unembed = nn.Sequential(nn.Conv2d(hidden, w[3], 3, 1, 1, bias=False), _norm(w[3]),

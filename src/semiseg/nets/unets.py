@@ -1,9 +1,12 @@
 """The volumetric (and any-dimension) segmentation networks: nnU-Net's U-Net as MONAI's DynUNet,
-MONAI's residual UNet, UNETR, SwinUNETR and VNet, each sized by the plan's configuration."""
+MONAI's residual UNet, UNETR, SwinUNETR and VNet, each sized by the plan's configuration.
+
+MONAI is imported when a network is built, not with this module: ``import monai`` loads every MONAI
+submodule (3 s on 2 CPU cores), which a command that builds no network (``--help``, ``check``,
+``plan``, prediction from a model file with an ONNX backend) should not pay."""
 from __future__ import annotations
 
 import torch
-from monai.networks.nets import UNETR, DynUNet, SwinUNETR, UNet, VNet
 
 from ..planning.topology import stage_features
 from ..utils import SemisegError
@@ -24,6 +27,7 @@ def dynunet(cfg: dict, in_channels: int, out_channels: int, base_features: int |
     axis, instance norm, leaky ReLU, deep supervision at every decoder resolution but the coarsest
     (to which nnU-Net gives weight 0). In training mode with deep supervision it returns
     (B, heads, C, *patch), heads upsampled to the patch; in eval mode (B, C, *patch)."""
+    from monai.networks.nets import DynUNet  # noqa: PLC0415 - see the module docstring
     dim = len(cfg["patch_size"])
     if depth is not None:  # fewer stages than planned: drop the deepest
         if not 2 <= depth <= cfg["n_stages"]:
@@ -59,6 +63,7 @@ def unetr(cfg: dict, in_channels: int, out_channels: int, feature_size: int = 16
           mlp_dim: int = 3072, num_heads: int = 12):
     """MONAI UNETR (ViT encoder, 16^d tokens); the patch must be divisible by 16. Seed 004's
     heterogeneous partner for CPS. Smaller by ``hidden_size``/``mlp_dim``/``num_heads``."""
+    from monai.networks.nets import UNETR  # noqa: PLC0415 - see the module docstring
     patch = cfg["patch_size"]
     require_divisible("unetr", patch, 16)
     net = UNETR(in_channels, out_channels, patch, feature_size=feature_size, hidden_size=hidden_size,
@@ -74,6 +79,7 @@ def unetr(cfg: dict, in_channels: int, out_channels: int, feature_size: int = 16
 @register("swinunetr")
 def swinunetr(cfg: dict, in_channels: int, out_channels: int, feature_size: int = 24):
     """MONAI SwinUNETR; the patch must be divisible by 32."""
+    from monai.networks.nets import SwinUNETR  # noqa: PLC0415 - see the module docstring
     patch = cfg["patch_size"]
     require_divisible("swinunetr", patch, 32)
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size,
@@ -83,6 +89,7 @@ def swinunetr(cfg: dict, in_channels: int, out_channels: int, feature_size: int 
 @register("vnet")
 def vnet(cfg: dict, in_channels: int, out_channels: int, dropout: float = 0.0):
     """MONAI VNet (16 base features fixed by the architecture); the patch must be divisible by 16."""
+    from monai.networks.nets import VNet  # noqa: PLC0415 - see the module docstring
     patch = cfg["patch_size"]
     require_divisible("vnet", patch, 16)
     return VNet(len(patch), in_channels, out_channels, dropout_prob=dropout or None, dropout_prob_down=dropout or None,
@@ -94,6 +101,7 @@ def unet(cfg: dict, in_channels: int, out_channels: int, base_features: int | No
          depth: int | None = None):
     """MONAI's residual UNet (isotropic 2x pooling), 2D or 3D by the plan's patch; width and depth by
     flags (default: the plan's first-stage width, 5 levels)."""
+    from monai.networks.nets import UNet  # noqa: PLC0415 - see the module docstring
     patch = cfg["patch_size"]
     depth = depth or min(5, cfg["n_stages"])
     base = base_features or cfg["features_per_stage"][0]

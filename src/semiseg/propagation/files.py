@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import Case, label_dtype, read_case_image, read_label_file
+from ..data.dicom import is_dicom_folder, open_series
 from ..data.io import write_image
 from ..inference.ensemble import MeanProbs
 from ..inference.runs import load_run, model_step, parse_run_spec
@@ -144,11 +145,12 @@ def read_sparse_label(path, geom) -> np.ndarray:
 
 def propagate_file(run, images: list, out, labels=None, slices: list[int] | None = None, axis: int | None = None,
                    checkpoint: str = "best", recent: int = 3, references: list | None = None, k: int = 9,
-                   rule: str = "largest", count: int = 3, device=None) -> dict:
+                   rule: str = "largest", count: int = 3, device=None, series_uid: str | None = None) -> dict:
     """``semiseg propagate``: the image's channel files -> ``out``, the whole volume labeled, in the
     image's geometry (written atomically). Interactive with ``labels`` (a label file in which some
     slices are annotated; re-running with more or corrected slices re-propagates from them);
-    automatic with ``references`` (Reference module runs, ``RUN`` or ``RUN@CHECKPOINT``)."""
+    automatic with ``references`` (Reference module runs, ``RUN``, ``RUN@CHECKPOINT`` or a model
+    file). ``images`` may be a DICOM series folder (``series_uid`` picks one of several)."""
     if (labels is None) == (not references):
         raise SemisegError("give either --labels (interactive) or --reference RUN (automatic)")
     out = Path(out)
@@ -163,7 +165,8 @@ def propagate_file(run, images: list, out, labels=None, slices: list[int] | None
     if len(images) != len(model.plans["channels"]):
         raise SemisegError(f"{run}: the model takes {len(model.plans['channels'])} channel file(s), "
                            f"{len(images)} given")
-    image, geom = read_case_image(Case("input", [Path(i) for i in images]))
+    image, geom = read_case_image(Case("input", [open_series(i, series_uid) if is_dicom_folder(i) else Path(i)
+                                                 for i in images]))
     if labels is not None:
         sparse = read_sparse_label(labels, geom)
         t0 = time.time()
