@@ -4,7 +4,7 @@ For each model (a default-plan run and a student-plan run), export it once (``se
 then run ``semiseg predict -m MODEL.zip --backend B`` on the 10 validation images, the backends
 interleaved over ``--rounds`` rounds in one process tree so that they share the machine's state.
 Reports, per model and backend: seconds per case with start-up included (whole command wall / cases,
-median over rounds), peak RSS of the command, validation DSC, the fraction of voxels whose label
+median over rounds), peak RSS of the command (GNU time), validation DSC, the fraction of voxels whose label
 differs from the torch path, the largest probability difference on one case against torch in
 float32 and torch with the default mixed precision, and the per-stage seconds (read, preprocess,
 network, blend, resample, argmax, write; start-up = wall - sum of cases).
@@ -60,16 +60,18 @@ def timed_predict(model: Path, backend: str, imgs: Path, out: Path, prof: Path, 
         args, env = [str(run)], dict(os.environ, PYTHONPATH=str(baseline_src))
     else:
         args, env = ["-m", str(model), "--backend", backend], None
+    # /usr/bin/time reports the peak RSS of the command alone (a child forked from this process would
+    # inherit this process's peak in ru_maxrss)
+    mem = prof.with_suffix(".maxrss")
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "semiseg", "predict", *args,
-                          "-i", str(imgs), "-o", str(out), "--profile", str(prof), "-q"], stdout=subprocess.DEVNULL,
-                         env=env)
-    _, status, usage = os.wait4(p.pid, 0)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(mem), sys.executable, "-m", "semiseg", "predict",
+                        *args, "-i", str(imgs), "-o", str(out), "--profile", str(prof), "-q"],
+                       stdout=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status):
+    if p.returncode:
         sys.exit(f"predict --backend {backend} failed")
     rows = list(csv.DictReader(open(prof)))
-    return {"wall": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rows": rows,
+    return {"wall": wall, "peak_rss_mb": int(mem.read_text().split()[-1]) / 1024, "rows": rows,
             "cases_s": sum(float(r["seconds"]) for r in rows)}
 
 

@@ -1,9 +1,10 @@
 """``semiseg report RUN``: one self-contained HTML page of what a run did and how well it does.
 
-Sections: the configuration and split; learning curves (``metrics.csv``); the validation cases
-predicted in their original geometry and scored (DSC / NSD / HD95 per class, a sortable table);
-pictures of the best, median and worst validation case (three planes through the reference object,
-reference and prediction contours); seconds and memory of training and prediction; the environment.
+Sections: learning curves (``metrics.csv``); the validation cases predicted in their original
+geometry and scored (DSC / NSD / HD95 per class, a sortable table); pictures of the best, median and
+worst validation case (three planes through the reference object, reference and prediction
+contours); seconds and memory of training and prediction; the configuration and split; the
+environment.
 Pictures are embedded PNGs and the table sorts with a few lines of inline script: the file opens
 anywhere, offline. The validation predictions stay in ``RUN/report/`` (a rerun reuses them).
 """
@@ -48,9 +49,9 @@ def write_report(run, out=None, predict: bool = True, progress: bool = False) ->
     plans = Plans(read_json(run / "plans.json", "the run's plans.json"))
     split = read_json(run / "split.json", "the run's split.json") if (run / "split.json").exists() else {}
     summary = read_json(run / "summary.json", "run summary") if (run / "summary.json").exists() else {}
-    parts = [_header(run, cfg, plans, summary), _configuration(cfg, split), _curves(run)]
     val = _validation(run, plans, split, progress) if predict else {"note": "validation not predicted (--no-predict)"}
-    parts += [_val_table(val), _pictures(val, plans), _resources(summary, val), _environment()]
+    parts = [_header(run, cfg, plans, summary), _curves(run), _val_table(val), _pictures(val, plans),
+             _resources(summary, val), _configuration(cfg, split), _environment()]
     page = _PAGE.format(title=html.escape(f"semiseg report: {run.name}"), body="\n".join(p for p in parts if p))
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -160,16 +161,16 @@ def _pictures(val: dict, plans: Plans) -> str:
            "one colour per class (" + ", ".join(f"<span style='color:{COLORS[i % len(COLORS)]}'>{html.escape(n)}"
                                                 "</span>" for i, n in enumerate(names)) + ")</p>"]
     for what, cid in picks.items():
-        img, _ = read_image(ds.cases[cid].images[0])
+        img, geom = read_image(ds.cases[cid].images[0])
         ref, _ = read_image(ds.cases[cid].label)
         pred, _ = read_image(next(val["pred"].glob(f"{cid}.*")))
-        fig = _three_planes(img, ref, pred, len(names))
+        fig = _three_planes(img, ref, pred, len(names), geom.spacing_zyx)
         out.append(f"<h3>{what}: {html.escape(cid)} (mean DSC {np.nanmean(per_case[cid]):.4f})</h3>"
                    + _img(fig, f"{what} case {cid}"))
     return "".join(out)
 
 
-def _three_planes(img, ref, pred, n_classes: int):
+def _three_planes(img, ref, pred, n_classes: int, spacing_zyx):
     fg = np.argwhere(ref > 0)
     center = fg.mean(0).round().astype(int) if len(fg) else np.array(img.shape) // 2
     lo, hi = np.percentile(img, [0.5, 99.5])
@@ -178,7 +179,9 @@ def _three_planes(img, ref, pred, n_classes: int):
     for a, axis, title in zip(ax, range(3), ("axial (z)", "coronal (y)", "sagittal (x)")):
         sl = [slice(None)] * 3
         sl[axis] = int(center[axis])
-        a.imshow(img[tuple(sl)], cmap="gray", vmin=lo, vmax=hi, origin="lower", aspect="auto")
+        rows, cols = [d for d in range(3) if d != axis]  # square voxels on screen: aspect = row / column spacing
+        a.imshow(img[tuple(sl)], cmap="gray", vmin=lo, vmax=hi, origin="lower",
+                 aspect=float(spacing_zyx[rows]) / float(spacing_zyx[cols]))
         for c in range(1, n_classes + 1):
             color = COLORS[(c - 1) % len(COLORS)]
             for m, style in ((ref, "solid"), (pred, "dashed")):
