@@ -55,7 +55,8 @@ def test_schedule():
 
 
 def _cli(*args):
-    return [sys.executable, "-m", "semiseg", "train", *map(str, args)]
+    """``semiseg train ARGS`` without the closing report (tested in test_report; seconds per call here)."""
+    return [sys.executable, "-m", "semiseg", "train", "--no-report", *map(str, args)]
 
 
 # the propagation network: its own triplet batches and validation
@@ -123,7 +124,7 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
     two = tmp_path / "two"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "-m", "semiseg", "train", str(tiny_work), "-o", str(two), *map(str, common)],
+                        "-m", "semiseg", "train", "--no-report", str(tiny_work), "-o", str(two), *map(str, common)],
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     na = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]
