@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -40,9 +40,15 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     if suffix is None:
         name = path.name
         suffix = "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    # a fresh name opened with mode 0o666 (less the umask), not mkstemp's 0o600: the file keeps the
+    # permissions any other new file gets (a model file or a label map others must read)
+    while True:
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         os.replace(tmp, path)
