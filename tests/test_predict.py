@@ -159,3 +159,22 @@ def test_probs_to_original_and_largest_component():
     seg[2, 2, 2] = 2
     k = keep_largest_component(seg)
     assert k[4, 4, 4] == 0 and k[0, 0, 0] == 1 and k[2, 2, 2] == 2
+
+
+@pytest.mark.parametrize("shape,roi,step,batch", [((37, 70, 81), (20, 32, 40), 0.5, 2), ((37, 70, 81), (20, 32, 40), 0.8, 2),
+                                                  ((10, 50, 61), (16, 32, 40), 0.5, 3), ((1, 45, 50), (1, 32, 32), 0.5, 16)])
+def test_blend_windows_is_monais_sliding_window(shape, roi, step, batch):
+    """The sliding window written to keep MONAI's import out of start-up gives MONAI's result exactly
+    (placement, Gaussian weights, padding of an image smaller than the patch, 2D slice windows)."""
+    from monai.inferers import sliding_window_inference
+
+    from semiseg.inference.sliding_window import blend_windows
+
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(1, 3, 3, padding=1)
+    x = torch.randn(1, 1, *shape)
+    with torch.no_grad():
+        ref = sliding_window_inference(x, roi, batch, net, overlap=1 - step, mode="gaussian", sigma_scale=0.125)
+        got = blend_windows(x, roi, batch, net, step)
+    assert got.shape == ref.shape
+    assert torch.allclose(got, ref, atol=1e-6)

@@ -1,12 +1,12 @@
 """Sliding-window prediction of one preprocessed case with Gaussian blending, mirroring TTA, 2D
 configurations slice by slice with the same code, and the way back to the original grid.
 
-The window placement and blending are nnU-Net's (evenly spaced windows at most ``step`` of a patch
-apart, the first and last flush with the edges; a Gaussian importance map with sigma 1/8 of the
-patch; windows zero-padded where the image is smaller than the patch). They are written here
-rather than taken from MONAI's ``sliding_window_inference`` because ``import monai`` loads every
-MONAI submodule, 3 s of every command's start-up on 2 CPU cores, more than predicting a student's
-ten validation cases; inference from a model file with an ONNX backend imports no MONAI at all.
+The window placement and blending are those of MONAI's ``sliding_window_inference`` (mode
+"gaussian", sigma 1/8 of the patch; windows every ``int(step * patch)`` voxels, the last one flush
+with the edge; a zero-padded image where it is smaller than the patch), reproduced here so that
+predictions stay what they were, because ``import monai`` loads every MONAI submodule: 3 s of every
+command's start-up on 2 CPU cores, more than predicting a student's ten validation cases.
+Inference from a model file with an ONNX backend imports no MONAI at all.
 """
 from __future__ import annotations
 
@@ -101,24 +101,30 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
 
 
 def window_starts(size: int, patch: int, step: float) -> list[int]:
-    """Window starts along one axis: evenly spaced, at most ``step * patch`` (and at least 1) apart,
-    the first at 0 and the last at ``size - patch`` (nnU-Net's rule)."""
+    """Window starts along one axis, as MONAI places them: every ``int(step * patch)`` voxels (at
+    least 1; one window when the patch covers the axis), up to the first window that reaches the
+    end, which is moved back to end flush with the edge."""
     if size <= patch:
         return [0]
-    n = int(math.ceil((size - patch) / max(step * patch, 1.0))) + 1
-    return [int(round(i * (size - patch) / (n - 1))) for i in range(n)]
+    interval = max(int(patch * (1 - (1 - step))), 1)  # MONAI's overlap = 1 - step, same rounding
+    starts = []
+    for k in range(int(math.ceil(size / interval))):
+        starts.append(min(k * interval, size - patch))
+        if k * interval + patch >= size:
+            break
+    return starts
 
 
 @functools.lru_cache(maxsize=8)
 def gaussian_importance(roi: tuple, sigma_scale: float = 0.125) -> torch.Tensor:
-    """The Gaussian weight of a window (maximum 1, sigma ``sigma_scale`` of each side, no zeros)."""
+    """A window's weight as MONAI computes it: the product over axes of exp(-x^2 / 2 sigma^2), x
+    measured from the patch centre ((r - 1) / 2), sigma ``sigma_scale`` of the side, raised to at
+    least 1e-3."""
     w = torch.ones(())
     for r in roi:
-        c = (r - 1) / 2
-        g = torch.exp(-0.5 * ((torch.arange(r, dtype=torch.float32) - c) / max(r * sigma_scale, 1e-6)) ** 2)
-        w = w[..., None] * g
-    w = w / w.max()
-    return w.clamp_min(float(w[w > 0].min()))
+        x = torch.arange(r, dtype=torch.float32) - (r - 1) / 2.0
+        w = w[..., None] * torch.exp(x ** 2 / (-2 * (r * sigma_scale) ** 2))
+    return w.clamp_min(max(float(w.min()), 1e-3))
 
 
 def blend_windows(x: torch.Tensor, roi, sw_batch: int, predictor, step: float = 0.5) -> torch.Tensor:
