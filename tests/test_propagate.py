@@ -221,6 +221,17 @@ def test_automatic_propagation_cli(tiny_work, stcn_run, tmp_path):
     lab, g = read_image(out)
     g0 = read_image(img)[1]
     assert lab.shape == read_image(img)[0].shape and not g0.mismatch(g)
+    # the same from model files (semiseg export; the STCN network has no ONNX graph, torch runs it)
+    from semiseg.inference.export import export_model
+
+    export_model([str(stcn_run)], tmp_path / "stcn.zip", onnx=False)
+    export_model([str(ref)], tmp_path / "ref.zip", onnx=False)
+    out_m = tmp_path / "auto_m.nii.gz"
+    assert main(["propagate", "-m", str(tmp_path / "stcn.zip"), "-i", str(img), "--reference",
+                 str(tmp_path / "ref.zip"), "--k", "4", "-o", str(out_m), "-q"]) == 0
+    assert np.array_equal(read_image(out_m)[0], lab)
+    assert main(["propagate", str(stcn_run), "-m", str(tmp_path / "stcn.zip"), "-i", str(img), "--reference",
+                 str(ref), "-o", str(out_m), "-q"]) == 2  # the run given twice
     # a 3D run cannot be a Reference module; a 3D run is not a propagation run either
     r3 = tmp_path / "r3d"
     train(tiny_work, r3, TrainConfig(iterations=1, val_every=0, workers=0, network_options={"base_features": 4}),
