@@ -7,20 +7,14 @@ import statistics
 from ..inference.predict import OUTPUT_FORMATS, predict_folder
 from ..propagation.files import propagate_file
 from ..pseudolabels.pseudolabel import pseudolabel_folder
-from ..training.records import record_earlier_runs
 from ..utils import SemisegError
 from ..utils.device import AMP_CHOICES
-from .common import add_model_args, model_specs, progress
-
-
-def _record(runs) -> None:
-    for r in record_earlier_runs(runs):
-        print(f"{r}: made by an earlier semiseg; wrote its networks.json (what prediction needs)")
+from .common import add_model_args, model_specs, progress, record_runs
 
 
 def cmd_predict(a) -> int:
     specs = model_specs(a)
-    _record(a.runs)
+    record_runs(a.runs)
     r = predict_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
                        forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
                        largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
@@ -37,7 +31,7 @@ def cmd_predict(a) -> int:
 
 def cmd_pseudolabel(a) -> int:
     specs = model_specs(a)
-    _record(a.runs)
+    record_runs(a.runs)
     r = pseudolabel_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
                            tta_members=a.tta_members, num_parts=a.num_parts, part_id=a.part_id,
                            overwrite=a.overwrite, device=a.device, progress=progress(a), backend=a.backend)
@@ -59,7 +53,7 @@ def cmd_propagate(a) -> int:
     if (a.run is None) == (a.model is None):
         raise SemisegError("give the propagation run either as RUN or as -m MODEL.zip")
     run = a.run or a.model
-    _record([run, *(a.reference or [])])
+    record_runs([run, *(a.reference or [])])
     r = propagate_file(run, a.image, a.out, a.labels, slices, a.axis, "best", a.recent, a.reference, a.k,
                        a.ref_rule, a.ref_count, a.device, a.series_uid)
     src = (f"slices {r['slices']}" if a.labels else

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..inference.backends import BACKENDS
+from ..training.records import record_earlier_runs
 from ..utils import SemisegError
 
 
@@ -59,3 +60,9 @@ def write_run_report(run, quiet: bool = False) -> Path | None:
         return None
     print(f"report: {out}")
     return out
+
+
+def record_runs(runs) -> None:
+    """Give run folders made by an earlier semiseg their networks.json, saying so."""
+    for r in record_earlier_runs(runs):
+        print(f"{r}: made by an earlier semiseg; wrote its networks.json (what prediction needs)")

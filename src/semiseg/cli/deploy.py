@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from ..inference.export import export_model
-from ..training.records import record_earlier_runs
-from .common import progress
+from .common import progress, record_runs
 
 
 def cmd_report(a) -> int:
@@ -15,8 +14,7 @@ def cmd_report(a) -> int:
 
 
 def cmd_export(a) -> int:
-    for r in record_earlier_runs(a.runs):
-        print(f"{r}: made by an earlier semiseg; wrote its networks.json (what prediction needs)")
+    record_runs(a.runs)
     m = export_model(a.runs, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step, tta=a.tta,
                      largest_component=a.largest_component, forced_spacing=a.forced_spacing, onnx=not a.no_onnx)
     for mem in m["members"]:

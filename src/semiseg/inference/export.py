@@ -18,10 +18,9 @@ import torch
 
 from .. import __version__
 from ..utils import SemisegError, read_json
-from ..utils.checkpoint import load_checkpoint
 from .backends import OPSET, onnx_graph
 from .modelfile import is_model_file, save_weights, write_model_file
-from .runs import build_network, checkpoint_path, is_segmentation, parse_run_spec, read_record
+from .runs import build_network, is_segmentation, parse_run_spec, run_weights
 
 
 def _member_name(run: Path, taken: set) -> str:
@@ -49,21 +48,16 @@ def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str]
     for spec in runs:
         run, ck_name = parse_run_spec(spec, checkpoint)
         run = Path(run)
-        rec = read_record(run)
+        rec, ck, weights, iteration = run_weights(run, ck_name, nets)
         plans = read_json(run / "plans.json", "the run's plans.json")
-        ck = checkpoint_path(run, ck_name)
-        state = load_checkpoint(ck)
-        names = nets or rec["predict_with"]
+        names = list(weights)
         name = _member_name(run, taken)
         files = {}
-        for net_name in names:
-            if net_name not in state["nets"] or net_name not in rec["networks"]:
-                raise SemisegError(f"{ck}: has no network {net_name!r} (it has {', '.join(state['nets'])})")
-            where = f"{ck} ({net_name})"
+        for net_name, w in weights.items():
             f = {"weights": f"members/{name}/{net_name}.safetensors", "onnx": None}
-            blobs[f["weights"]], f["aliases"] = save_weights(state["nets"][net_name])
+            blobs[f["weights"]], f["aliases"] = save_weights(w)
             if onnx and is_segmentation(rec, net_name):
-                net = build_network(rec, net_name, state["nets"][net_name], where, torch.device("cpu"), "torch", "off")
+                net = build_network(rec, net_name, w, f"{ck} ({net_name})", torch.device("cpu"), "torch", "off")
                 graph = onnx_graph(net, rec["configuration"]["patch_size"], rec["in_channels"])
                 f["onnx"] = f"members/{name}/{net_name}.onnx"
                 blobs[f["onnx"]] = graph
@@ -75,7 +69,7 @@ def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str]
         if labels is None:
             labels = plans.get("labels")
         members.append({"name": name, "source": str(run.resolve()), "checkpoint": ck_name,
-                        "iteration": state.get("iteration"), "record": dict(rec, predict_with=list(names)),
+                        "iteration": iteration, "record": dict(rec, predict_with=list(names)),
                         "plans": f"members/{name}/plans.json", "files": files, "summary": summary})
     manifest = {
         "semiseg": __version__, "created": _dt.datetime.now().isoformat(timespec="seconds"),

@@ -92,17 +92,24 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
             raise SemisegError(f"{run}: holds an ensemble of {len(models)} runs; this command takes one")
         return models[0]
     run = Path(run)
+    rec, ck, weights, _ = run_weights(run, checkpoint, nets)
+    out = [build_network(rec, name, w, f"{ck} ({name})", device, backend, amp) for name, w in weights.items()]
+    return Model(run, load_plans(run), rec["configuration"], out, list(weights))
+
+
+def run_weights(run: Path, checkpoint: str, nets: list[str] | None = None) -> tuple[dict, Path, dict, int | None]:
+    """(network record, checkpoint file, name -> state dict, iteration) of a run folder's networks ``nets``
+    (default: those it predicts with), read with ``weights_only=True``; SemisegError for a network
+    the run does not have."""
     rec = read_record(run)
-    plans = load_plans(run)
     ck = checkpoint_path(run, checkpoint)
     state = load_checkpoint(ck)
-    names = nets or rec["predict_with"]
-    out = []
-    for name in names:
+    weights = {}
+    for name in nets or rec["predict_with"]:
         if name not in state["nets"] or name not in rec["networks"]:
             raise SemisegError(f"{ck}: has no network {name!r} (it has {', '.join(state['nets'])})")
-        out.append(build_network(rec, name, state["nets"][name], f"{ck} ({name})", device, backend, amp))
-    return Model(run, plans, rec["configuration"], out, list(names))
+        weights[name] = state["nets"][name]
+    return rec, ck, weights, state.get("iteration")
 
 
 def build_network(rec: dict, name: str, weights: dict, where: str, device, backend: str, amp: str,
@@ -149,14 +156,10 @@ def load_model_file(path, nets: list[str] | None = None, device=None, backend: s
             weights = load_weights(blobs[files["weights"]], where, files.get("aliases"))
             graph = blobs.get(files.get("onnx") or "")
             loaded.append(build_network(rec, name, weights, where, device, backend, amp, graph))
-        plans = Plans(read_json_bytes(blobs[m["plans"]]))
+        plans = Plans(json.loads(blobs[m["plans"]].decode("utf-8")))
         out.append(Model(Path(f"{path}:{m['name']}"), plans, rec["configuration"], loaded, list(names),
                          dict(manifest.get("inference") or {})))
     return out
-
-
-def read_json_bytes(data: bytes) -> dict:
-    return json.loads(data.decode("utf-8"))
 
 
 def load_models(runs: list[str], checkpoint: str, nets: list[str] | None, device, backend: str = "torch",
