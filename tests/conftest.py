@@ -87,3 +87,15 @@ def train_config(**kw):
                 log_every=1)
     base.update(kw)
     return TrainConfig(**base)
+
+
+@pytest.fixture
+def stcn_run(tiny_work, tmp_path):
+    """A tiny trained propagation run (`semiseg train --method stcn --config 2d`) on ``tiny_work``."""
+    from semiseg.training import TrainConfig, train
+
+    cfg = TrainConfig(configuration="2d", method="stcn", iterations=6, val_every=3, workers=0,
+                      method_options={"crop": 16, "val_slices": 2}, network_options={"width": 8})
+    s = train(tiny_work, tmp_path / "stcn", cfg, progress=False)
+    assert s["iterations"] == 6 and 0 <= s["best_val_dice"] <= 1
+    return tmp_path / "stcn"

@@ -134,17 +134,6 @@ def test_triplets_are_deterministic_and_start_on_the_object(tiny_work):
         TripletBatches(tiny_work, split["labeled"], 0, 4, seed=0, crop=20)
 
 
-@pytest.fixture
-def stcn_run(tiny_work, tmp_path):
-    from semiseg.training import TrainConfig, train
-
-    cfg = TrainConfig(configuration="2d", method="stcn", iterations=6, val_every=3, workers=0,
-                      method_options={"crop": 16, "val_slices": 2}, network_options={"width": 8})
-    s = train(tiny_work, tmp_path / "stcn", cfg, progress=False)
-    assert s["iterations"] == 6 and 0 <= s["best_val_dice"] <= 1
-    return tmp_path / "stcn"
-
-
 def test_stcn_method_logs_and_refuses_bad_setups(tiny_work, tmp_path, stcn_run):
     from semiseg.training import TrainConfig, train
 

@@ -1,6 +1,6 @@
 """The ``semiseg`` command line: thin wrappers around the Python API, one module per pipeline side
 (``data``: check, plan, preprocess, evaluate; ``train``: train, selftrain, fit, demo; ``apply``:
-predict, pseudolabel, propagate; ``deploy``: export).
+predict, pseudolabel, propagate; ``annotate``: the browser annotation server; ``deploy``: export, report).
 
 Exit codes: 0 success; 1 ``check`` found errors in the dataset; 2 bad input or options (the
 message names the file and the problem); 130 interrupted.
@@ -12,7 +12,7 @@ import sys
 
 from .. import __version__
 from ..utils import SemisegError
-from . import apply, data, deploy, train
+from . import annotate, apply, data, deploy, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         return p
 
-    for module in (data, train, apply, deploy):
+    for module in (data, train, apply, annotate, deploy):
         module.register(add)
     return ap
 

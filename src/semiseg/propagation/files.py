@@ -137,6 +137,16 @@ def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, 
     return full, dict(info, classes=sorted(probs))
 
 
+def load_propagation_run(run, device=None, checkpoint: str = "best"):
+    """A ``--method stcn`` run (``RUN``, ``RUN@CHECKPOINT`` or a model file) loaded for
+    propagation; anything else is refused by name."""
+    run, checkpoint = parse_run_spec(run, checkpoint)
+    model = load_run(run, checkpoint, device=default_device(device))
+    if model.cfg.get("slice_axis") is None or not model.names or model.names[0] != "stcn":
+        raise SemisegError(f"{run}: not a propagation run (train one with `semiseg train --method stcn --config 2d`)")
+    return model
+
+
 def read_sparse_label(path, geom) -> np.ndarray:
     """A label file whose annotated slices are to be propagated, checked against the image: any
     non-negative integer classes (the network is class-agnostic)."""
@@ -158,10 +168,7 @@ def propagate_file(run, images: list, out, labels=None, slices: list[int] | None
     if any(out.resolve() == i.resolve() for i in ins):
         raise SemisegError(f"{out}: the output would overwrite an input; choose another -o")
     device = default_device(device)
-    run, checkpoint = parse_run_spec(run, checkpoint)
-    model = load_run(run, checkpoint, device=device)
-    if model.cfg.get("slice_axis") is None or not model.names or model.names[0] != "stcn":
-        raise SemisegError(f"{run}: not a propagation run (train one with `semiseg train --method stcn --config 2d`)")
+    model = load_propagation_run(run, device, checkpoint)
     if len(images) != len(model.plans["channels"]):
         raise SemisegError(f"{run}: the model takes {len(model.plans['channels'])} channel file(s), "
                            f"{len(images)} given")
