@@ -78,6 +78,23 @@ def sh(args, **kw):
     return p
 
 
+def chromium(width: int = 1200, height: int = 900, webgl: bool = False):
+    """Debian's headless Chromium through its chromedriver (selenium); ``webgl``: software WebGL2
+    (SwiftShader, which Chromium 139+ only offers with --enable-unsafe-swiftshader)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium")
+    gpu = ("--enable-unsafe-swiftshader", "--use-angle=swiftshader") if webgl else ("--disable-gpu",)
+    for a in ("--headless=new", "--no-sandbox", f"--window-size={width},{height}", "--hide-scrollbars",
+              "--disable-background-networking", "--disable-component-update", "--no-first-run", *gpu):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+
+
 def work_dir(dataset: str, student: bool = False) -> Path:
     """benchmarks/_work/DATASET, or DATASET-student for the student plan."""
     return HERE / "_work" / (dataset + ("-student" if student else ""))

@@ -6,10 +6,11 @@ Writes RUN/report.html first when it is missing (``semiseg report RUN``). Needs 
 and chromium-driver (the README's test command installs them) and selenium (``.[test]``).
 """
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from _common import chromium
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,18 +22,11 @@ def main():
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--height", type=int, default=2400)
     a = ap.parse_args()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     page = a.run / "report.html"
     if not page.exists():
         subprocess.run([sys.executable, "-m", "semiseg", "report", str(a.run), "-q"], check=True)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", f"--window-size={a.width},{a.height}",
-                "--hide-scrollbars"):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    d = chromium(a.width, a.height)
     try:
         d.get(page.resolve().as_uri())
         a.out.parent.mkdir(parents=True, exist_ok=True)

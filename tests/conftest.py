@@ -79,6 +79,27 @@ def tiny_work(tmp_path) -> Path:
     return tmp_path / "work"
 
 
+def open_chromium(width: int = 1200, height: int = 900, webgl: bool = False):
+    """Debian's headless Chromium through its chromedriver (the README's test command installs both);
+    ``webgl``: software WebGL2 (SwiftShader), which Chromium 139+ only offers with
+    --enable-unsafe-swiftshader."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver_bin, "Debian's chromium and chromium-driver are needed (the README's test command " \
+                                    "installs them)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    gpu = ("--enable-unsafe-swiftshader", "--use-angle=swiftshader") if webgl else ("--disable-gpu",)
+    for a in ("--headless=new", "--no-sandbox", f"--window-size={width},{height}", "--disable-background-networking",
+              "--disable-component-update", "--no-first-run", *gpu):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(driver_bin), options=opts)
+
+
 def train_config(**kw):
     """A fast configuration for tests: tiny network, fp32, no loader process."""
     from semiseg.training import TrainConfig

@@ -6,7 +6,6 @@ import gzip
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import geom, train_config
+from conftest import geom, open_chromium, train_config
 
 from semiseg.annotate.session import BusyError, RasView, Session
 from semiseg.data.io import Geometry, read_image, write_image
@@ -133,6 +132,7 @@ def test_versions_empty_slices_and_busy(tmp_path):
     k = 14
     s.mark_empty(s.view.page_index(0, k))
     assert s.labels()[k].sum() == 0 and k in {s.view.image_index(0, j) for j in s.meta()["annotated"]}
+    assert s.meta()["annotated_empty"] == [s.view.page_index(0, k)]
     s.propagate()
     assert s.labels()[k].sum() == 0 and s.labels()[8].sum() == lab[8].sum()
     s.step(-1)
@@ -274,21 +274,13 @@ def test_api_guards_host_origin_paths_and_upload_size(client):
     assert r.status_code == 400 and "does not belong" in r.json()["error"]
 
 
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def test_missing_viewer_says_how_to_install(tmp_path, monkeypatch):
+    from semiseg.annotate import server
 
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_bin, "Debian's chromium and chromium-driver are needed (the README's test command " \
-                                    "installs them)"
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    # software WebGL2 (SwiftShader): Chromium 139+ only offers it with --enable-unsafe-swiftshader
-    for a in ("--headless=new", "--no-sandbox", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-              "--window-size=1300,850", "--disable-background-networking", "--disable-component-update",
-              "--no-first-run"):
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service(driver_bin), options=opts)
+    img, _gt, _lab, _g = write_case(tmp_path / "in", "identity")
+    monkeypatch.setattr(server, "NIIVUE", tmp_path / "nowhere.js")
+    with pytest.raises(SemisegError, match="npm ci --prefix"):
+        server.serve(Session([img], tmp_path / "o.nii.gz"))
 
 
 def start_server(args, env=None):
@@ -374,7 +366,7 @@ def test_page_in_headless_chromium(tmp_path):
     img, _gt, lab, g = write_case(tmp_path / "in", "oblique")
     out = tmp_path / "out" / "lab.nii.gz"
     proc, url = start_server(["-i", str(img), "-o", str(out)])
-    d = _chromium()
+    d = open_chromium(1300, 850, webgl=True)
     try:
         d.get(url)
         wait(d, "return window.semiseg && (window.semiseg.ready || window.semiseg.errors.length)")
@@ -419,3 +411,19 @@ def test_page_in_headless_chromium(tmp_path):
         d.quit()
         proc.terminate()
         proc.wait(10)
+
+
+def test_dicom_series_in_nifti_out_with_its_geometry(tmp_path):
+    from test_dicom import write_series
+
+    from semiseg.data.dataset import read_channel
+
+    lab = ellipsoid((12, 40, 44), (6, 19, 22), (4, 13, 15))
+    write_series(tmp_path / "series", lab.astype(np.int16) * 300 + 50)
+    s = Session([tmp_path / "series"], tmp_path / "out" / "lab.nii.gz")
+    s.draw(s.decode_drawing(page_drawing(s, lab, [3, 6, 9]), True))
+    s.propagate()
+    s.save()
+    _img, g = read_channel(tmp_path / "series")
+    saved, g2 = read_image(s.out)
+    assert not g.mismatch(g2, 1e-5) and dice(saved, lab) > 0.7  # interpolation of a short ellipsoid

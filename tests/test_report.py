@@ -2,10 +2,9 @@
 Chromium (Debian's chromium + chromedriver, installed by the README's test command)."""
 
 import re
-import shutil
 
 import pytest
-from conftest import train_config
+from conftest import open_chromium, train_config
 
 from semiseg.cli import main
 from semiseg.training import train
@@ -42,19 +41,10 @@ def test_report_sections_and_refusal(run, tmp_path):
 
 
 def test_report_in_headless_chromium(run, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_bin, "Debian's chromium and chromium-driver are needed (the README's test command " \
-                                    "installs them)"
     write_report(run)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1200,900"):
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    d = open_chromium()
     try:
         d.get((run / "report.html").as_uri())
         assert d.title.startswith("semiseg report")

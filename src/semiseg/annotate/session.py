@@ -123,6 +123,16 @@ def nifti_bytes(arr: np.ndarray, geom: Geometry) -> bytes:
         return p.read_bytes()
 
 
+def compact(a: np.ndarray) -> np.ndarray:
+    """``a`` as uint8 or int16 when that holds every value exactly (most scanners' data), else as is."""
+    if np.issubdtype(a.dtype, np.floating) and np.array_equal(a, np.round(a)):
+        lo, hi = float(a.min()), float(a.max())
+        for t in (np.uint8, np.int16):
+            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+                return a.astype(t)
+    return a
+
+
 def _pack(lab: np.ndarray) -> bytes:
     return zlib.compress(np.ascontiguousarray(lab, np.uint8).tobytes(), 1)
 
@@ -131,6 +141,7 @@ def _pack(lab: np.ndarray) -> bytes:
 class Version:
     packed: bytes  # zlib of the uint8 label map in the image's voxel order
     annotated: frozenset  # annotated slice indices along the propagation axis (image order)
+    empty: frozenset  # those annotated as empty (no label on them)
     action: str
     note: str = ""
 
@@ -183,9 +194,8 @@ class Session:
             annotated = {int(k) for k in np.flatnonzero(np.any(start > 0, axis=other))}
         self.names = self._label_names(label_names, int(start.max()))
         self.modality = self._modality(modality)
-        self.versions = [Version(_pack(start), frozenset(annotated), "start",
-                                 f"from {labels}" if labels is not None else "empty")]
-        self.cur = 0
+        self.versions, self.cur = [], -1
+        self._push(start, annotated, "start", f"from {labels}" if labels is not None else "empty")
         self.saved_version = None
         self._lock = threading.Lock()  # guards the history
         self._busy = threading.Lock()  # held while propagating
@@ -241,6 +251,7 @@ class Session:
                            for i, nm in enumerate(self.names)],
                 "slice_view": ["sagittal", "coronal", "axial"][world], "slice_dim": world,
                 "annotated": sorted(self.view.page_index(self.axis, k) for k in v.annotated),
+                "annotated_empty": sorted(self.view.page_index(self.axis, k) for k in v.empty),
                 "method": "propagation" if self.model is not None else "interpolation",
                 "method_label": (f"mask propagation ({Path(self.run).name})" if self.model is not None
                                  else "shape-based interpolation (no propagation run given)"),
@@ -251,8 +262,9 @@ class Session:
             }
 
     def image_nifti(self) -> bytes:
-        """Channel 0 in the page's voxel order, as NIfTI, for the viewer."""
-        return nifti_bytes(self.view.to_page(self.image[0]), self.view.page_geometry())
+        """Channel 0 in the page's voxel order, as NIfTI (the smallest integer type that holds it
+        exactly, else float32), for the viewer."""
+        return nifti_bytes(compact(self.view.to_page(self.image[0])), self.view.page_geometry())
 
     # ---- the label map
     def labels(self) -> np.ndarray:
@@ -292,8 +304,11 @@ class Session:
         return {int(k) for k in np.flatnonzero(np.any(a != b, axis=other))}
 
     def _push(self, lab: np.ndarray, annotated, action: str, note: str = "") -> None:
+        other = tuple(x for x in range(3) if x != self.axis)
+        has = np.any(lab > 0, axis=other)
+        empty = frozenset(k for k in annotated if not has[k])
         del self.versions[self.cur + 1:]
-        self.versions.append(Version(_pack(lab), frozenset(annotated), action, note))
+        self.versions.append(Version(_pack(lab), frozenset(annotated), empty, action, note))
         if len(self.versions) > MAX_VERSIONS:
             del self.versions[0]
         self.cur = len(self.versions) - 1

@@ -88,9 +88,10 @@ function drawMarkers() {
   box.innerHTML = "";
   for (const k of m.annotated) {
     const t = document.createElement("div");
-    t.className = "tick";
+    const empty = m.annotated_empty.includes(k);
+    t.className = empty ? "tick empty" : "tick";
     t.style.left = `calc(${(100 * (k + 0.5)) / n}% - 1px)`;
-    t.title = `slice ${k} (annotated)`;
+    t.title = `slice ${k + 1} (annotated${empty ? " as empty" : ""})`;
     t.dataset.slice = k;
     box.appendChild(t);
   }
@@ -99,7 +100,7 @@ function drawMarkers() {
   c.className = "cur";
   c.style.left = `${(100 * (cur + 0.5)) / n}%`;
   box.appendChild(c);
-  const ann = m.annotated.includes(cur) ? "annotated" : "not annotated";
+  const ann = m.annotated_empty.includes(cur) ? "annotated as empty" : m.annotated.includes(cur) ? "annotated" : "not annotated";
   $("sliceinfo").textContent = `${m.slice_view} slice ${cur + 1} / ${n} (${ann}); ${m.annotated.length} annotated; version ${m.version + 1} / ${m.versions}${m.saved ? ", saved" : ""}`;
 }
 
@@ -315,7 +316,7 @@ async function main() {
   goToSlice(meta.annotated.length ? meta.annotated[0] : Math.floor(meta.shape[meta.slice_dim] / 2));
   setPen();
   setOverlay();
-  state.goToSlice = goToSlice;
+  Object.assign(state, { goToSlice, reload, sendDrawing, propagate });
   state.ready = true;
   status(`${meta.labels.length} label(s); paint a few ${meta.slice_view} slices, then Propagate (P)`);
 }
