@@ -178,3 +178,25 @@ def test_blend_windows_is_monais_sliding_window(shape, roi, step, batch):
         got = blend_windows(x, roi, batch, net, step)
     assert got.shape == ref.shape
     assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_one_bad_case_does_not_stop_the_batch(run, tmp_path, capsys):
+    """Good cases are predicted, the bad one is named at the end with exit code 2; a rerun after the
+    fix predicts only it; --stop-on-error stops at the bad one."""
+    from semiseg.cli import main
+
+    d = _inputs(tmp_path, 3)
+    good = (d / "IN_001_0000.nii.gz").read_bytes()
+    (d / "IN_001_0000.nii.gz").write_bytes(good[: len(good) // 2])  # truncated
+    out = tmp_path / "o"
+    assert main(["predict", str(run), "-i", str(d), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "1 case(s) failed" in err and "IN_001_0000.nii.gz" in err and "2 predicted" in err
+    assert sorted(p.name for p in out.iterdir()) == ["IN_000.nii.gz", "IN_002.nii.gz"]
+    (d / "IN_001_0000.nii.gz").write_bytes(good)
+    r = predict_folder([str(run)], d, out, progress=False)
+    assert r["done"] == 1 and r["skipped"] == 2
+    (d / "IN_000_0000.nii.gz").write_bytes(b"broken")
+    with pytest.raises(SemisegError, match="IN_000_0000"):
+        predict_folder([str(run)], d, tmp_path / "o3", progress=False, stop_on_error=True)
+    assert not any((tmp_path / "o3").iterdir())

@@ -60,3 +60,15 @@ def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
     assert again["done"] == 0 and again["skipped"] == 6
     with pytest.raises(SemisegError, match="input folder"):
         pseudolabel_folder([str(run)], f"{raw}/imagesTr", f"{raw}/imagesTr", progress=False)
+    # one unreadable scan among good ones: the others are done and scored, the bad one named at the end
+    import shutil
+
+    bad_in = tmp_path / "in"
+    shutil.copytree(f"{raw}/imagesTr", bad_in)
+    (bad_in / "CASE_002_0000.nii.gz").write_bytes(b"not an image")
+    out2 = tmp_path / "pl2"
+    with pytest.raises(SemisegError, match=r"1 case\(s\) failed.*\n.*CASE_002_0000"):
+        pseudolabel_folder([str(run)], bad_in, out2, progress=False)
+    rows = list(csv.DictReader(open(out2 / "scores.csv")))
+    assert len(rows) == 5 and "CASE_002" not in {r["case"] for r in rows}
+    assert not (out2 / "CASE_002.nii.gz").exists()

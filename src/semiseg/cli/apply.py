@@ -19,7 +19,7 @@ def cmd_predict(a) -> int:
                        forced_spacing=a.forced_spacing, save_probabilities=a.save_probabilities,
                        largest_component=a.largest_component, overwrite=a.overwrite, profile=a.profile,
                        device=a.device, progress=progress(a), amp=a.amp, backend=a.backend,
-                       series_uid=a.series_uid, output_format=a.output_format)
+                       series_uid=a.series_uid, output_format=a.output_format, stop_on_error=a.stop_on_error)
     print(f"predicted {r['done']} cases, skipped {r['skipped']} already done -> {r['out']}")
     if a.profile and r["rows"]:
         secs = [x["seconds"] for x in r["rows"]]
@@ -34,7 +34,8 @@ def cmd_pseudolabel(a) -> int:
     record_runs(a.runs)
     r = pseudolabel_folder(specs, a.input, a.out, checkpoint=a.checkpoint, nets=a.nets, step=a.step,
                            tta_members=a.tta_members, num_parts=a.num_parts, part_id=a.part_id,
-                           overwrite=a.overwrite, device=a.device, progress=progress(a), backend=a.backend)
+                           overwrite=a.overwrite, device=a.device, progress=progress(a), backend=a.backend,
+                           stop_on_error=a.stop_on_error)
     print(f"part {r['part'] + 1}/{r['parts']}: pseudo-labeled {r['done']} scans with {r['members']} ensemble "
           f"members, skipped {r['skipped']} already done -> {a.out}; scores in {r['scores']}")
     return 0
@@ -77,6 +78,8 @@ def register(add) -> None:
     p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
                    help="keep each class's largest component (default: off, or the model file's setting)")
     p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
+    p.add_argument("--stop-on-error", action="store_true", help="stop at the first case that cannot be read "
+                   "(default: predict the others, list the bad ones at the end, exit code 2)")
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
                    help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16; off: float32)")
@@ -95,6 +98,8 @@ def register(add) -> None:
                    "WORLD_SIZE or 1)")
     p.add_argument("--part-id", type=int, help="this process's shard (default: torchrun's RANK or 0)")
     p.add_argument("--overwrite", action="store_true", help="redo scans that already have a pseudo-label")
+    p.add_argument("--stop-on-error", action="store_true", help="stop at the first scan that cannot be read "
+                   "(default: pseudo-label the others, list the bad ones at the end, exit code 2)")
 
     p = add("propagate", "Fill a volume from a few labeled slices with a mask-propagation run (Pham et al. "
             "2022): slices a person annotated (--labels) or that a Reference module segmented (--reference); "

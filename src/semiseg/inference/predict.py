@@ -22,7 +22,7 @@ from ..data.io import SUPPORTED_ENDINGS, Geometry, file_ending, write_image
 from ..planning import Plans
 from ..planning.spacing import forced_inference_spacing
 from ..preprocessing.cache import preprocess_arrays
-from ..utils import SemisegError, atomic_path, class_argmax
+from ..utils import CaseFailures, SemisegError, atomic_path, class_argmax
 from ..utils.device import default_device
 from ..utils.profile import ResourceSampler
 from .ensemble import MeanProbs
@@ -122,7 +122,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
                    save_probabilities: bool = False, largest_component: bool | None = None, overwrite: bool = False,
                    profile: str | None = None, device: str | None = None, progress: bool = True,
                    amp: str = "auto", backend: str = "torch", series_uid: str | None = None,
-                   output_format: str = "image") -> dict:
+                   output_format: str = "image", stop_on_error: bool = False) -> dict:
     """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
 
     ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
@@ -133,7 +133,8 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     preprocess, network, blend, resample, write). ``in_dir`` may be a DICOM series folder or a folder
     of them (``series_uid`` picks one series of a folder that holds several); ``output_format``
     ``dicom-seg`` writes ``CASE.dcm``, a DICOM SEG that references the input series, instead of a
-    label image."""
+    label image. A case that cannot be read or predicted is reported at the end (the others are
+    done); ``stop_on_error`` stops at the first instead."""
     if output_format not in OUTPUT_FORMATS:
         raise SemisegError(f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {output_format!r}")
     t_start = time.time()
@@ -159,11 +160,9 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     rows, done, skipped = [], 0, 0
     classes = list(range(1, p0["num_classes"]))
     load_s = time.time() - t_start
-    for cid, files in tqdm(cases.items(), desc="predict", disable=not progress, unit="case"):
-        target = out_dir / f"{cid}{ending}"
-        if target.exists() and not overwrite:
-            skipped += 1
-            continue
+    failures = CaseFailures(stop_on_error)
+
+    def one(cid, files, target) -> dict:
         times: dict[str, float] = {}
         with ResourceSampler() as s:
             t = time.time()
@@ -190,17 +189,26 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
         stages = {f"{k}_s": round(times.get(k, 0.0), 3) for k in ("read", "preprocess", "network")}
         stages["blend_s"] = round(times.get("sliding_window", 0.0) - times.get("network", 0.0), 3)
         stages.update({f"{k}_s": round(times.get(k, 0.0), 3) for k in ("resample", "argmax", "write")})
-        rows.append({"case": cid, "seconds": round(secs, 3), "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                     "peak_gpu_mb": round(r.get("peak_gpu_mb", 0.0), 1),
-                     "rss_auc_mb_s": round(r.get("rss_auc_mb_s", 0.0), 1),
-                     "cpu_util_auc": round(r.get("cpu_util_auc", 0.0), 2),
-                     "shape": "x".join(map(str, image.shape[1:])),
-                     "spacing": "x".join(f"{v:g}" for v in info["spacing"]), "backend": backend, **stages})
-        done += 1
+        return {"case": cid, "seconds": round(secs, 3), "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                "peak_gpu_mb": round(r.get("peak_gpu_mb", 0.0), 1),
+                "rss_auc_mb_s": round(r.get("rss_auc_mb_s", 0.0), 1),
+                "cpu_util_auc": round(r.get("cpu_util_auc", 0.0), 2),
+                "shape": "x".join(map(str, image.shape[1:])),
+                "spacing": "x".join(f"{v:g}" for v in info["spacing"]), "backend": backend, **stages}
+
+    for cid, files in tqdm(cases.items(), desc="predict", disable=not progress, unit="case"):
+        target = out_dir / f"{cid}{ending}"
+        if target.exists() and not overwrite:
+            skipped += 1
+            continue
+        with failures.case(cid):
+            rows.append(one(cid, files, target))
+            done += 1
     if profile and rows:
         with atomic_path(profile, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
+    failures.raise_if_any(f"{done} predicted, {skipped} already done, into {out_dir}")
     return {"done": done, "skipped": skipped, "rows": rows, "out": str(out_dir), "load_seconds": round(load_s, 3),
             "seconds": round(time.time() - t_start, 3)}

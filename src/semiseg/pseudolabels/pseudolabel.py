@@ -42,7 +42,7 @@ from ..inference.runs import load_models, model_step
 from ..inference.sliding_window import mirror_sets, probs_to_original, sliding_window_probs
 from ..planning import Plans
 from ..planning.spacing import lowest_resolution_axis
-from ..utils import SemisegError, atomic_path, class_argmax, write_json
+from ..utils import CaseFailures, SemisegError, atomic_path, class_argmax, write_json
 from ..utils.device import default_device
 
 
@@ -107,10 +107,11 @@ def _members(models, image, geom, step, tta_members, device):
 def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
                        step: float | None = None, tta_members: bool = False, num_parts: int | None = None,
                        part_id: int | None = None, overwrite: bool = False, device: str | None = None,
-                       progress: bool = True, backend: str = "torch") -> dict:
+                       progress: bool = True, backend: str = "torch", stop_on_error: bool = False) -> dict:
     """``semiseg pseudolabel``: averaged pseudo-labels and consensus scores for every scan of ``in_dir``.
     ``runs``: run folders (``RUN@CHECKPOINT``) or model files; ``backend``: torch, onnxruntime or
-    openvino."""
+    openvino. A scan that cannot be read is reported at the end (the others are done);
+    ``stop_on_error`` stops at the first instead."""
     in_dir, out_dir = check_folders(in_dir, out_dir)
     num_parts = num_parts or int(os.environ.get("WORLD_SIZE", "1"))
     part_id = part_id if part_id is not None else int(os.environ.get("RANK", "0"))
@@ -130,11 +131,9 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
     dtype = label_dtype(p0["num_classes"] - 1)
     (out_dir / "scores").mkdir(parents=True, exist_ok=True)
     done = skipped = 0
-    for cid in tqdm(ids, desc=f"pseudolabel {part_id + 1}/{num_parts}", disable=not progress, unit="scan"):
-        target, sfile = out_dir / f"{cid}{ending}", out_dir / "scores" / f"{cid}.json"
-        if target.exists() and sfile.exists() and not overwrite:
-            skipped += 1
-            continue
+    failures = CaseFailures(stop_on_error)
+
+    def one(cid, target, sfile) -> None:
         t0 = time.time()
         image, geom = read_case_image(Case(cid, cases[cid]))
         acc, labels = MeanProbs(), []
@@ -151,8 +150,18 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         write_image(avg, geom, target)
         row["seconds"] = round(time.time() - t0, 2)
         write_json(row, sfile)  # last: a scan with a score file is complete
-        done += 1
+
+    for cid in tqdm(ids, desc=f"pseudolabel {part_id + 1}/{num_parts}", disable=not progress, unit="scan"):
+        target, sfile = out_dir / f"{cid}{ending}", out_dir / "scores" / f"{cid}.json"
+        if target.exists() and sfile.exists() and not overwrite:
+            skipped += 1
+            continue
+        with failures.case(cid):
+            one(cid, target, sfile)
+            done += 1
     table = merge_scores(out_dir)
+    failures.raise_if_any(f"{done} pseudo-labeled, {skipped} already done, into {out_dir}; scores of the good "
+                          f"ones in {table}")
     return {"done": done, "skipped": skipped, "part": part_id, "parts": num_parts, "scores": str(table),
             "members": n_members}
 

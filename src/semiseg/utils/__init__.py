@@ -28,6 +28,32 @@ class SemisegError(Exception):
     """
 
 
+class CaseFailures:
+    """The bad cases of a batch command (``predict``, ``pseudolabel``): each case that raises a
+    :class:`SemisegError` is recorded and the batch goes on with the next (``stop_on_error``: the
+    error stops the batch at once, as before); :meth:`raise_if_any` ends the batch with one error
+    that names every bad case and says what was done."""
+
+    def __init__(self, stop_on_error: bool = False):
+        self.stop_on_error, self.failed = stop_on_error, []
+
+    @contextlib.contextmanager
+    def case(self, cid: str) -> Iterator[None]:
+        try:
+            yield
+        except SemisegError as e:
+            if self.stop_on_error:
+                raise
+            self.failed.append((cid, str(e)))
+            tqdm.write(f"{cid}: {e} (skipped; the batch goes on)")
+
+    def raise_if_any(self, done_note: str) -> None:
+        if self.failed:
+            lines = "\n".join(f"  {cid}: {msg}" for cid, msg in self.failed)
+            raise SemisegError(f"{len(self.failed)} case(s) failed ({done_note}; a rerun redoes only what is "
+                               f"missing):\n{lines}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
