@@ -150,3 +150,31 @@ def test_validation_takes_at_most_a_fifth_of_a_time_budget():
     assert validation_gap(1800, 60) == 240  # slow: 60 s of validation per 240 s of training
     gap, cost = validation_gap(1800, 100), 100
     assert cost / (gap + cost) <= 0.2
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_same_seed_same_loss_curve(tiny_work, tmp_path, workers):
+    """One process, the same seed: the same losses at every iteration (with a loader process too)."""
+    a = train(tiny_work, tmp_path / "a", train_config(iterations=5, seed=3, workers=workers), progress=False)
+    b = train(tiny_work, tmp_path / "b", train_config(iterations=5, seed=3, workers=workers), progress=False)
+    assert a["iterations"] == b["iterations"] == 5
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    c = train(tiny_work, tmp_path / "c", train_config(iterations=5, seed=4, workers=workers), progress=False)
+    assert c and _losses(tmp_path / "c") != _losses(tmp_path / "a")
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    """Every checkpoint is read with torch.load(weights_only=True): a pickle whose unpickling would
+    run a command is refused by name, and the command never runs."""
+    from semiseg.utils.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"nets": {}, "payload": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(SemisegError, match="evil.pt: cannot read the checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()

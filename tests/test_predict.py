@@ -200,3 +200,29 @@ def test_one_bad_case_does_not_stop_the_batch(run, tmp_path, capsys):
     with pytest.raises(SemisegError, match="IN_000_0000"):
         predict_folder([str(run)], d, tmp_path / "o3", progress=False, stop_on_error=True)
     assert not any((tmp_path / "o3").iterdir())
+
+
+def test_predict_twice_gives_identical_files(run, tmp_path):
+    d = _inputs(tmp_path, 2)
+    predict_folder([str(run)], d, tmp_path / "a", progress=False, tta=True)
+    predict_folder([str(run)], d, tmp_path / "b", progress=False, tta=True)
+    for f in sorted((tmp_path / "a").iterdir()):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
+
+
+def test_a_planted_pickle_in_a_run_is_refused(run, tmp_path):
+    """A run folder whose checkpoint would run a command when unpickled: predict refuses it (exit 2)
+    and the command never runs (weights_only=True)."""
+    import os
+
+    from semiseg.cli import main
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"nets": {"net": Payload()}, "iteration": 1}, run / "checkpoints" / "best.pt")
+    assert main(["predict", str(run), "-i", str(_inputs(tmp_path, 1)), "-o", str(tmp_path / "o"), "-q"]) == 2
+    assert not marker.exists() and not (tmp_path / "o" / "IN_000.nii.gz").exists()
