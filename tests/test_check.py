@@ -231,3 +231,37 @@ def test_multichannel_nrrd_and_mha(tmp_path):
         root = make_dataset(tmp_path / ending[1:], channels=2, ending=ending)
         rep = check_dataset(root, workers=1, progress=False)
         assert rep.ok, [str(p) for p in rep.problems]
+
+
+def _del(p):
+    p.unlink()
+
+
+RULE_CASES = {  # nnU-Net v2 verify_dataset_integrity rule -> a dataset that breaks it
+    "dataset_json": lambda r: _del(r / "dataset.json"),
+    "folders": lambda r: [_del(p) for p in (r / "imagesTr").iterdir()] and (r / "imagesTr").rmdir(),
+    "required_keys": br_missing_key,
+    "num_training": lambda r: _set_meta(r, numTraining=9),
+    "label_per_case": lambda r: _del(_lab(r, 3)),
+    "consecutive_labels": lambda r: _set_meta(r, labels={"background": 0, "a": 1, "b": 2, "c": 4}),
+    "expected_labels": br_undeclared,
+    "no_nan": br_nan,
+    "channels": br_missing_channel,
+    "shape": br_shape,
+    "spacing": br_spacing,
+    "origin_direction": br_direction,
+    "background_only": lambda r: _rewrite(_lab(r, 1), lambda a, g: (np.zeros_like(a), g)),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_CASES))
+def test_findings_name_the_nnunet_rule_they_break(tmp_path, rule, capsys):
+    from semiseg.data.checking import NNUNET_RULES
+
+    assert set(RULE_CASES) == set(NNUNET_RULES)  # every rule of nnU-Net's check is covered
+    root = make_dataset(tmp_path / "Tiny")
+    RULE_CASES[rule](root)
+    rep = check_dataset(root, workers=1, progress=False)
+    assert any(p.rule == rule for p in rep.problems), [str(p) for p in rep.problems]
+    main(["check", str(root), "-q"])
+    assert f"[nnU-Net rule: {NNUNET_RULES[rule]}]" in capsys.readouterr().out

@@ -29,6 +29,27 @@ from .dataset import (
 )
 from .io import SUPPORTED_ENDINGS, Geometry, read_image
 
+# The rules of nnU-Net v2's own check (nnunetv2/experiment_planning/verify_dataset_integrity.py), each
+# covered by `semiseg check`; a finding that breaks one names it. nnU-Net only warns about the last
+# two; semiseg refuses a label whose origin or direction differs from its image (an error).
+NNUNET_RULES = {
+    "dataset_json": "a dataset.json in the dataset folder",
+    "folders": "imagesTr and labelsTr folders",
+    "required_keys": "dataset.json has labels, channel_names, numTraining and file_ending",
+    "num_training": "numTraining equals the number of training cases",
+    "label_per_case": "every training case has a label file in labelsTr",
+    "consecutive_labels": "label values are consecutive (0, 1, 2, ...)",
+    "expected_labels": "label files hold only the label values dataset.json declares",
+    "no_nan": "images and labels hold no NaN",
+    "channels": "each case has as many channels as channel_names declares",
+    "shape": "image and label have the same shape",
+    "spacing": "image and label have the same spacing",
+    "origin_direction": "image and label have the same origin and direction (nnU-Net: a warning)",
+    "background_only": "a label holding only background is flagged (nnU-Net: a warning)",
+}
+_RULE_OF_KIND = {"missing_channel": "channels", "extra_channel": "channels", "non_finite": "no_nan",
+                 "undeclared_label": "expected_labels", "empty_label": "background_only"}
+
 
 @dataclass
 class Problem:
@@ -36,9 +57,14 @@ class Problem:
     path: str
     message: str
     kind: str  # short machine-readable category
+    rule: str = ""  # the nnU-Net rule (a key of NNUNET_RULES) this breaks, if any
+
+    def __post_init__(self):
+        self.rule = self.rule or _RULE_OF_KIND.get(self.kind, "")
 
     def __str__(self) -> str:
-        return f"{self.severity.upper():7s} {self.path}: {self.message}"
+        s = f"{self.severity.upper():7s} {self.path}: {self.message}"
+        return s + (f" [nnU-Net rule: {NNUNET_RULES[self.rule]}]" if self.rule else "")
 
 
 @dataclass
@@ -86,7 +112,8 @@ def _check_meta(meta: object, path: Path, P: list[Problem]) -> bool:
         return False
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        err(f"missing required key(s): {', '.join(missing)}")
+        P.append(Problem("error", str(path), f"missing required key(s): {', '.join(missing)}", "dataset_json",
+                         "required_keys"))
         return False
     cn = meta["channel_names"]
     if not isinstance(cn, dict) or not cn:
@@ -136,7 +163,12 @@ def _check_meta(meta: object, path: Path, P: list[Problem]) -> bool:
             err(f"'regions_class_order' has {len(rco)} entries for {n_regions} regions")
             return False
     if "numTraining" in meta and not isinstance(meta["numTraining"], int):
-        P.append(Problem("warning", str(path), "'numTraining' is not an integer", "dataset_json"))
+        P.append(Problem("warning", str(path), "'numTraining' is not an integer", "dataset_json", "num_training"))
+    values = sorted(declared_label_values(labels))
+    gaps = sorted(set(range(values[-1] + 1)) - set(values))
+    if gaps:
+        P.append(Problem("warning", str(path), f"label values skip {gaps}: networks get a class for each missing "
+                         "value that is never seen", "dataset_json", "consecutive_labels"))
     return True
 
 
@@ -237,11 +269,11 @@ def scan_structure(root: Path) -> tuple[Dataset | None, list[Problem]]:
     root = Path(root)
     P: list[Problem] = []
     if not root.is_dir():
-        P.append(Problem("error", str(root), "dataset folder not found", "layout"))
+        P.append(Problem("error", str(root), "dataset folder not found", "layout", "dataset_json"))
         return None, P
     dj = root / "dataset.json"
     if not dj.is_file():
-        P.append(Problem("error", str(dj), "dataset.json not found", "dataset_json"))
+        P.append(Problem("error", str(dj), "dataset.json not found", "dataset_json", "dataset_json"))
         return None, P
     try:
         meta = json.loads(dj.read_text())
@@ -253,7 +285,7 @@ def scan_structure(root: Path) -> tuple[Dataset | None, list[Problem]]:
     ending, n_ch = meta["file_ending"], len(meta["channel_names"])
     imdir = root / "imagesTr"
     if not imdir.is_dir():
-        P.append(Problem("error", str(imdir), "imagesTr folder not found", "layout"))
+        P.append(Problem("error", str(imdir), "imagesTr folder not found", "layout", "folders"))
         return None, P
     cases = _list_cases(imdir, ending, n_ch, P)
     if not cases:
@@ -277,11 +309,15 @@ def scan_structure(root: Path) -> tuple[Dataset | None, list[Problem]]:
                                  "orphan_label"))
     n_lab = sum(c.label is not None for c in cases.values())
     if cases and n_lab == 0:
-        P.append(Problem("warning", str(lbdir), "no label files: every case is unlabeled", "layout"))
+        P.append(Problem("warning", str(lbdir), "no label files: every case is unlabeled", "layout", "folders"))
+    elif n_lab < len(cases):
+        P.append(Problem("warning", str(lbdir), f"{len(cases) - n_lab} of {len(cases)} training cases have no label "
+                         "file: semiseg uses them as unlabeled scans (nnU-Net would stop)", "unlabeled_cases",
+                         "label_per_case"))
     nt = meta.get("numTraining")
     if isinstance(nt, int) and nt != len(cases):
         P.append(Problem("warning", str(dj), f"numTraining is {nt} but imagesTr holds {len(cases)} "
-                         "complete cases", "dataset_json"))
+                         "complete cases", "dataset_json", "num_training"))
     test_cases: dict[str, Case] = {}
     tsdir = root / "imagesTs"
     if tsdir.is_dir():
@@ -365,8 +401,10 @@ def _check_case(args) -> tuple[list[Problem], dict]:
         if ref is not None:
             mm = ref.mismatch(g, tol)
             if mm:
+                rule = {"size": "shape", "dimension": "shape", "spacing": "spacing"}.get(mm[0].split()[0],
+                                                                                      "origin_direction")
                 P.append(Problem("error", str(f), f"label disagrees with image {case.images[0].name}: "
-                                 + "; ".join(mm), "label_geometry"))
+                                 + "; ".join(mm), "label_geometry", rule))
     return P, info
 
 
