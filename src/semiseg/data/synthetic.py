@@ -61,8 +61,10 @@ def phantom(rng: np.random.Generator, spacing_zyx, extent_mm=EXTENT_MM, noise: f
 
 
 def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int = 14, n_val: int = 4,
-                           seed: int = 0) -> Path:
-    """Write the synthetic dataset into ``out`` (created; must not exist or be empty)."""
+                           seed: int = 0, spacing_zyx: tuple | None = None) -> Path:
+    """Write the synthetic dataset into ``out`` (created; must not exist or be empty).
+    ``spacing_zyx``: one spacing for every case instead of the demo's varied ones; the phantoms
+    span 72 x 96 x 96 mm, so (0.75, 0.6, 0.6) gives scans of realistic size, 96 x 160 x 160."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SemisegError(f"{out}: exists and is not empty")
@@ -79,6 +81,8 @@ def make_synthetic_dataset(out: str | Path, n_labeled: int = 6, n_unlabeled: int
             n += 1
             # spacing varies: in-plane 1.0-1.6 mm, slices 1.5-4 mm (some thick-slice scans)
             sp = (float(rng.choice([1.5, 2.0, 2.5, 4.0])), *([float(rng.uniform(1.0, 1.6))] * 2))
+            if spacing_zyx is not None:
+                sp = tuple(float(v) for v in spacing_zyx)
             img, lab = phantom(rng, sp)
             geom = Geometry(tuple(reversed(sp)), tuple(float(v) for v in rng.uniform(-50, 50, 3)),
                             (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0), tuple(reversed(img.shape)))
