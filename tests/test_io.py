@@ -51,8 +51,23 @@ def test_crash_during_write_leaves_nothing(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(sitk, "WriteImage", boom)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(SemisegError, match="out.nii.gz: cannot write the image"):
         write_image(np.zeros((2, 2, 2), np.uint8), geom((2, 2, 2)), p)
+    assert list(tmp_path.iterdir()) == []
+
+    # a writer that reports success on a file cut short (ITK's, when a file-size limit is hit): refused
+    monkeypatch.undo()
+
+    def short(img, path, *a):
+        real_write(img, path, *a)
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) - 10])
+
+    real_write = sitk.WriteImage
+    monkeypatch.setattr(sitk, "WriteImage", short)
+    for name in ("cut.nii.gz", "cut.nii", "cut.nrrd"):
+        with pytest.raises(SemisegError, match="incomplete"):
+            write_image(np.arange(512, dtype=np.int16).reshape(8, 8, 8), geom((8, 8, 8)), tmp_path / name)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -8,11 +8,15 @@ message names the file and the problem); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
+import signal
 import sys
 
 from .. import __version__
 from ..utils import SemisegError
 from . import annotate, apply, data, deploy, train
+
+FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an error to report, not a silent kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         return a.fn(a)
     except SemisegError as e:
         print(f"semiseg {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in FULL:
+            raise
+        print(f"semiseg {a.cmd}: error: {e.filename or 'a file'}: {e.strerror}: the disk (or a quota, or a file-size "
+              "limit) is full; nothing was left half-written: free space and run the same command again",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"semiseg {a.cmd}: interrupted", file=sys.stderr)

@@ -12,7 +12,10 @@ NIfTI reader silently returns a truncated ``.nii.gz`` padded with zeros and turn
 """
 from __future__ import annotations
 
+import errno
+import gzip
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +106,43 @@ def read_geometry(path: str | os.PathLike) -> Geometry:
                     tuple(r.GetSize()))
 
 
+def _complete(path: Path, img: sitk.Image) -> bool:
+    """Whether the file at ``path`` holds all of ``img``: for NIfTI, the header's data offset plus
+    the voxels' bytes against the file's size (``.nii``) or the gzip trailer's length (``.nii.gz``);
+    other formats are read back and compared."""
+    nbytes = sitk.GetArrayViewFromImage(img).nbytes
+    name = str(path)
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(path, "rb") as f:
+                head = f.read(540)
+            if struct.unpack("<i", head[:4])[0] == 348:
+                offset = int(struct.unpack("<f", head[108:112])[0])
+            else:  # NIfTI-2
+                offset = struct.unpack("<q", head[168:176])[0]
+            if name.endswith(".gz"):
+                with open(path, "rb") as f:
+                    f.seek(-4, os.SEEK_END)
+                    return int.from_bytes(f.read(4), "little") == (offset + nbytes) % (1 << 32)
+            return path.stat().st_size >= offset + nbytes
+        back = sitk.ReadImage(name)
+        return back.GetSize() == img.GetSize() and np.array_equal(sitk.GetArrayViewFromImage(back),
+                                                                    sitk.GetArrayViewFromImage(img))
+    except (OSError, EOFError, RuntimeError, struct.error):
+        return False
+
+
+def _disk_full(folder: Path) -> bool:
+    """True when ``folder``'s file system has no room left, or this process may not grow a file
+    (RLIMIT_FSIZE): ITK's writer does not say why a write failed."""
+    import resource  # noqa: PLC0415 - only on a failed write
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize < (1 << 20) or soft != resource.RLIM_INFINITY
+
+
 def _short(e: Exception) -> str:
     msg = str(e).strip().splitlines()
     msg = [m for m in msg if m.strip()]
@@ -166,4 +206,15 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike,
     if geometry.size and tuple(img.GetSize()) != tuple(geometry.size):
         raise ValueError(f"{path}: array shape {array.shape} does not match geometry size {geometry.size}")
     with atomic_path(path) as tmp:
-        sitk.WriteImage(img, str(tmp), compress)
+        try:
+            sitk.WriteImage(img, str(tmp), compress)
+        except RuntimeError as e:  # ITK reports a full disk as a generic write error
+            if _disk_full(tmp.parent):
+                raise OSError(errno.ENOSPC, f"no room to write the image ({_short(e)})", str(path)) from None
+            raise SemisegError(f"{path}: cannot write the image ({_short(e)})") from None
+        # ITK's writers can report success on a file cut short (a full disk, a file-size limit): the
+        # file is checked before it takes its final name, so a rerun never skips a partial output
+        if not _complete(tmp, img):
+            if _disk_full(tmp.parent):
+                raise OSError(errno.ENOSPC, "no room to write the image (the file came out incomplete)", str(path))
+            raise SemisegError(f"{path}: the image writer left an incomplete file")

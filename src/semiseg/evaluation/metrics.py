@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from surface_distance import metrics as sd
 
-from ..data.dataset import regions_from_labels
+from ..data.dataset import label_problems, regions_from_labels
 from ..data.io import SUPPORTED_ENDINGS, file_ending, read_image
 from ..utils import SemisegError, atomic_path, parallel_map, read_json, write_json
 
@@ -141,13 +141,23 @@ def _label_files(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _labels(path: Path, declared: set) -> tuple[np.ndarray, object]:
+    """A label file whose values must be declared (0 and the regions' values)."""
+    lab, g = read_image(path, require_finite=True)
+    lab, problems = label_problems(lab, declared)
+    if problems:
+        raise SemisegError(f"{path}: {problems[0][1]}")
+    return lab, g
+
+
 def _eval_one(args):
     cid, pf, gf, regions, tol = args
-    gt, gg = read_image(gf, require_finite=True)
+    declared = {0} | {v for vals in regions.values() for v in vals}
+    gt, gg = _labels(gf, declared)
     if pf is None:
         pred = np.zeros_like(gt)
     else:
-        pred, pg = read_image(pf, require_finite=True)
+        pred, pg = _labels(pf, declared)
         mm = gg.mismatch(pg, 1e-3)
         if mm:
             raise SemisegError(f"{pf}: geometry differs from the reference {gf}: " + "; ".join(mm))

@@ -33,7 +33,8 @@ OUTPUT_FORMATS = ("image", "dicom-seg")
 
 
 def list_input_cases(folder: Path, n_channels: int, series_uid: str | None = None) -> dict[str, list]:
-    """Case id -> channel files, nnU-Net naming (CASE_0000.ext...); a single-channel model also takes
+    """Case id -> channel files (or, for a case with missing or extra channel files, the error that
+    :func:`case_files` raises), nnU-Net naming (CASE_0000.ext...); a single-channel model also takes
     files without the channel suffix, a DICOM series folder (one case named after the folder;
     ``series_uid`` picks a series when it holds several) or a folder of DICOM series folders (one
     case each)."""
@@ -59,10 +60,22 @@ def list_input_cases(folder: Path, n_channels: int, series_uid: str | None = Non
     out = {}
     for cid, ch in cases.items():
         want = set(range(n_channels))
-        if set(ch) != want:
-            raise SemisegError(f"{folder}: case {cid} has channels {sorted(ch)}, the model needs {sorted(want)}")
+        if set(ch) != want:  # refused when its turn comes, so that the other cases are done
+            extra, missing = sorted(set(ch) - want), sorted(want - set(ch))
+            why = [f"extra channel file(s) {', '.join(ch[c].name for c in extra)}"] if extra else []
+            why += [f"missing channel(s) {', '.join(f'{cid}_{c:04d}' for c in missing)}"] if missing else []
+            out[cid] = SemisegError(f"{folder / ch[min(ch)].name}: case {cid}: {'; '.join(why)} (the model takes "
+                                    f"{n_channels} channel(s), _0000 to _{n_channels - 1:04d})")
+            continue
         out[cid] = [ch[c] for c in range(n_channels)]
     return out
+
+
+def case_files(files) -> list:
+    """A case's channel files from :func:`list_input_cases`; raises the case's own error."""
+    if isinstance(files, SemisegError):
+        raise files
+    return files
 
 
 def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float | None = None, tta: bool = False,
@@ -152,7 +165,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     ending = p0.get("file_ending", ".nii.gz")
     if output_format == "dicom-seg":
         ending = ".dcm"
-        not_dicom = [c for c, f in cases.items() if not isinstance(f[0], DicomSeries)]
+        not_dicom = [c for c, f in cases.items() if isinstance(f, SemisegError) or not isinstance(f[0], DicomSeries)]
         if not_dicom:
             raise SemisegError(f"{in_dir}: --output-format dicom-seg needs DICOM series inputs; "
                                f"{', '.join(not_dicom[:5])} {'is' if len(not_dicom) == 1 else 'are'} not")
@@ -166,7 +179,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
         times: dict[str, float] = {}
         with ResourceSampler() as s:
             t = time.time()
-            image, geom = read_case_image(Case(cid, files))
+            image, geom = read_case_image(Case(cid, case_files(files)))
             times["read"] = time.time() - t
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp, times)
             t1 = time.time()

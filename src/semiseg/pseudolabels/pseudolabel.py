@@ -37,7 +37,7 @@ from ..data.dataset import Case, label_dtype, read_case_image
 from ..data.io import write_image
 from ..evaluation.metrics import dice_per_class  # NaN where a class is in neither map
 from ..inference.ensemble import MeanProbs
-from ..inference.predict import check_folders, list_input_cases, preprocessed_for
+from ..inference.predict import case_files, check_folders, list_input_cases, preprocessed_for
 from ..inference.runs import load_models, model_step
 from ..inference.sliding_window import mirror_sets, probs_to_original, sliding_window_probs
 from ..planning import Plans
@@ -135,7 +135,7 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
 
     def one(cid, target, sfile) -> None:
         t0 = time.time()
-        image, geom = read_case_image(Case(cid, cases[cid]))
+        image, geom = read_case_image(Case(cid, case_files(cases[cid])))
         acc, labels = MeanProbs(), []
         for _name, p in _members(models, image, geom, step, tta_members, dev):
             acc.add(p)
