@@ -126,8 +126,16 @@ def main():
             lp = wait(d, "return window.semiseg.lastPropagate")
             first_s.append(lp["seconds"])
             server_s.append(lp["server_seconds"])
-            pred = np.frombuffer(urllib.request.urlopen(url + "api/labels").read(), np.uint8)
-            assert d.execute_script(CHECKSUM_JS) == checksum(pred), "the page's drawing is not the server's"
+            with urllib.request.urlopen(url + "api/labels") as r:  # urllib does not undo Content-Encoding
+                body = r.read()
+                pred = np.frombuffer(gzip.decompress(body) if r.headers.get("Content-Encoding") == "gzip" else body,
+                                     np.uint8)
+            page_sum = d.execute_script(CHECKSUM_JS)
+            if page_sum != checksum(pred):
+                got = np.frombuffer(bytes(d.execute_script("return Array.from(window.semiseg.nv.drawBitmap)")), np.uint8)
+                diff = np.flatnonzero(got != pred)
+                sys.exit(f"the page's drawing is not the server's: {page_sum} vs {checksum(pred)}; {diff.size} voxels "
+                         f"differ, e.g. {diff[:5]} page {got[diff[:5]]} server {pred[diff[:5]]}")
             pred = view.from_page(pred.reshape(view.page_shape))
             dsc = dice_per_class(pred, gt, ds.num_classes)
             per.append(dsc)
@@ -141,9 +149,10 @@ def main():
             err = np.sum(pred != gt, axis=other)
             err[ks] = -1
             worst = int(np.argmax(err))
-            idx[axis] = ks + [worst]
-            sparse[tuple(idx)] = gt[tuple(idx)]
-            post(url + "api/drawing", gzip.compress(view.to_page(sparse).tobytes()), {"Content-Encoding": "gzip"})
+            fixed = pred.copy()  # the propagated volume as shown, with one slice corrected
+            idx[axis] = worst
+            fixed[tuple(idx)] = gt[tuple(idx)]
+            post(url + "api/drawing", gzip.compress(view.to_page(fixed).tobytes()), {"Content-Encoding": "gzip"})
             d.execute_script("window.semiseg.lastPropagate = null; return window.semiseg.reload()")
             wait(d, f"return window.semiseg.meta.annotated.length === {len(ks) + 1}")
             d.find_element("id", "propagate").click()

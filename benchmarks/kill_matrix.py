@@ -236,9 +236,12 @@ def main():
         make_synthetic_dataset(ds)
         run(["plan", ds, "-o", root / "work", "-q"])
         run(["preprocess", root / "work", "-q"])
-        run(["train", root / "work", "-o", root / "seg", "--iterations", 30, "--amp", "off", "-q", "--no-report"])
+        shutil.rmtree(root / "seg", ignore_errors=True)
+        shutil.rmtree(root / "stcn", ignore_errors=True)
+        run(["train", root / "work", "-o", root / "seg", "--iterations", 30, "--amp", "off", "-q", "--no-report",
+             "--val-every", 0])
         run(["train", root / "work", "-o", root / "stcn", "--config", "2d", "--method", "stcn", "--iterations", 20,
-             "-q", "--no-report", "--method-options", '{"crop": 32, "val_slices": 2}'])
+             "-q", "--no-report", "--val-every", 0, "--method-options", '{"crop": 32}'])
         (root / "ready").write_text("")
     imgs = ds / "imagesTr"
     unl = root / "unlabeled"
@@ -308,7 +311,8 @@ def main():
                              root / "k_prop"),
         "selftrain": Command("selftrain", SEM + ["selftrain", str(root / "work"), "-o", str(root / "k_st"),
                                                 "--init-run", str(root / "seg"), "--rounds", "1", "--iterations", "12",
-                                                "--amp", "off", "-q", "--no-report"], root / "k_st"),
+                                                "--val-every", "0", "--amp", "off", "-q", "--no-report"],
+                             root / "k_st"),
         "fit": Command("fit", SEM + ["fit", str(ds), "-o", str(root / "k_fit"), "--minutes", "1.5", "-q",
                                      "--no-report"], root / "k_fit", exact=False, structural=fit_structural),
     }
