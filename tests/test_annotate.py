@@ -407,6 +407,12 @@ def test_page_in_headless_chromium(tmp_path):
         assert not g.mismatch(g2, 1e-6)
         assert np.array_equal(saved, view.from_page(filled))
         d.save_screenshot(str(tmp_path / "annotate.png"))
+        # Ctrl+C stops the server cleanly (exit 0), saying the work was saved
+        import signal
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert proc.stdout.read().strip().splitlines()[-1] == "stopped"
     finally:
         d.quit()
         proc.terminate()

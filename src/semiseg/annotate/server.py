@@ -16,9 +16,12 @@ API (page <-> server; every error is JSON ``{"error": message}``, 400 bad input,
 """
 from __future__ import annotations
 
+import asyncio
 import gzip
+import queue
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -46,8 +49,36 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
-def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> FastAPI:
-    """The FastAPI application serving ``session`` at ``http://127.0.0.1:port``."""
+class MainThreadWorker:
+    """Runs submitted functions on the thread that calls :meth:`run` (the main thread): PyTorch on
+    CPU runs about twice as slow from a secondary thread (its OpenMP workers), so the server's
+    threads hand the propagation to the main thread and await it."""
+
+    def __init__(self):
+        self.jobs: queue.Queue = queue.Queue()
+
+    def submit(self, fn) -> Future:
+        f: Future = Future()
+        self.jobs.put((fn, f))
+        return f
+
+    def run(self, stop) -> None:
+        while not stop():
+            try:
+                fn, f = self.jobs.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if f.set_running_or_notify_cancel():
+                try:
+                    f.set_result(fn())
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting request
+                    f.set_exception(e)
+
+
+def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+               worker: MainThreadWorker | None = None) -> FastAPI:
+    """The FastAPI application serving ``session`` at ``http://127.0.0.1:port``; propagations run
+    on ``worker`` (else in the thread pool, as under TestClient)."""
     app = FastAPI(title="semiseg annotate", docs_url=None, redoc_url=None, openapi_url=None)
     allowed_hosts = {f"{h}:{port}" for h in hosts}
     allowed_origins = {f"http://{h}" for h in allowed_hosts}
@@ -83,6 +114,10 @@ def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1
 
     for route, name in FILES.items():
         app.add_api_route(route, lambda name=name: static(name), methods=["GET"], include_in_schema=False)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)
 
     @app.get("/vendor/niivue.umd.js")
     def niivue_js():
@@ -137,9 +172,20 @@ def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1
 
     @app.post("/api/propagate")
     async def propagate():
+        try:
+            session.reserve()  # a second request while one runs or waits: 409 at once
+        except BusyError as e:
+            return error(e)
         log(f"propagating ({session.meta_method()})")
-        r = await call(session.propagate)
-        return r
+        try:
+            if worker is not None:
+                out = await asyncio.wrap_future(worker.submit(session.propagate_reserved))
+            else:
+                out = await run_in_threadpool(session.propagate_reserved)
+        except SemisegError as e:
+            return error(e)
+        log(f"propagated in {out['seconds']:.2f} s")
+        return JSONResponse(dict(out, meta=session.meta()))
 
     @app.post("/api/save")
     async def save():
@@ -157,10 +203,11 @@ def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1
     return app
 
 
-def serve(session: Session, port: int = 0, open_browser: bool = False, ready=None) -> None:
-    """Serve ``session`` on 127.0.0.1 (``port`` 0: a free one) until interrupted; prints the URL.
-    ``ready(url)`` is called once the server listens (tests)."""
+def serve(session: Session, port: int = 0, open_browser: bool = False) -> None:
+    """Serve ``session`` on 127.0.0.1 (``port`` 0: a free one) until Ctrl+C; prints the URL. The
+    HTTP server runs in a thread, propagations on this (the main) thread."""
     import socket  # noqa: PLC0415 - only when serving
+    import threading  # noqa: PLC0415
     import webbrowser  # noqa: PLC0415
 
     import uvicorn  # noqa: PLC0415
@@ -176,12 +223,25 @@ def serve(session: Session, port: int = 0, open_browser: bool = False, ready=Non
         raise SemisegError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another --port") from None
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
-    app = create_app(session, port)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
+    worker = MainThreadWorker()
+    server = uvicorn.Server(uvicorn.Config(create_app(session, port, worker=worker), log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
     print(f"semiseg annotate: {url}  (Ctrl+C to stop; labels are saved to {session.out} with Save)", flush=True)
     if open_browser:
         webbrowser.open(url)
-    if ready is not None:
-        ready(url)
-    server.run(sockets=[sock])
+    try:
+        worker.run(lambda: not thread.is_alive())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.should_exit = True
+        thread.join(5)
+    if session.saved_version is None and len(session.versions) > 1:
+        print("stopped; nothing was saved", flush=True)
+    elif not session.meta()["saved"] and session.saved_version is not None:
+        print(f"stopped; changes after the last save were not saved (--labels {session.out} continues from it)",
+              flush=True)
+    else:
+        print("stopped", flush=True)

@@ -355,8 +355,16 @@ class Session:
 
     def propagate(self) -> dict:
         """Fill every slice that is not annotated from the annotated ones; a new version."""
+        self.reserve()
+        return self.propagate_reserved()
+
+    def reserve(self) -> None:
+        """Take the one propagation slot (BusyError if taken); :meth:`propagate_reserved` frees it.
+        The server reserves when the request arrives and propagates on its main thread."""
         if not self._busy.acquire(blocking=False):
             raise BusyError("a propagation is already running")
+
+    def propagate_reserved(self) -> dict:
         try:
             with self._lock:
                 v, base = self.versions[self.cur], self.cur
