@@ -3,6 +3,7 @@ with its exit code and the first line of its message, written to docs/bad_input.
 
     python benchmarks/bad_input_table.py
 """
+import argparse
 import re
 import sys
 import tempfile
@@ -12,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     sys.path.insert(0, str(HERE.parent / "tests"))
     import test_bad_input as t
 

@@ -284,7 +284,10 @@ def test_missing_viewer_says_how_to_install(tmp_path, monkeypatch):
 
 
 def start_server(args, env=None):
-    """``semiseg annotate ...`` as a person starts it; returns (process, URL)."""
+    """``semiseg annotate ...`` as a person starts it; returns (process, URL, its output so far: a
+    list that a thread keeps filling, so the pipe never fills up and blocks the server)."""
+    import threading
+
     p = subprocess.Popen([sys.executable, "-m", "semiseg", "annotate", *args], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
@@ -296,7 +299,8 @@ def start_server(args, env=None):
         lines.append(line)
         m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
         if m:
-            return p, m.group(1)
+            threading.Thread(target=lambda: lines.extend(p.stdout), daemon=True).start()
+            return p, m.group(1), lines
     p.kill()
     raise AssertionError("the server did not start:\n" + "".join(lines))
 
@@ -365,7 +369,7 @@ def test_page_in_headless_chromium(tmp_path):
 
     img, _gt, lab, g = write_case(tmp_path / "in", "oblique")
     out = tmp_path / "out" / "lab.nii.gz"
-    proc, url = start_server(["-i", str(img), "-o", str(out)])
+    proc, url, output = start_server(["-i", str(img), "-o", str(out)])
     d = open_chromium(1300, 850, webgl=True)
     try:
         d.get(url)
@@ -411,8 +415,12 @@ def test_page_in_headless_chromium(tmp_path):
         import signal
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
-        assert proc.stdout.read().strip().splitlines()[-1] == "stopped"
+        try:
+            rc = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the server did not stop on Ctrl+C; its output:\n" + "".join(output)) from None
+        time.sleep(0.2)
+        assert rc == 0 and "".join(output).strip().splitlines()[-1] == "stopped", "".join(output)
     finally:
         d.quit()
         proc.terminate()

@@ -4,6 +4,8 @@ geometry, empty folders, case IDs that escape a folder, a disk that fills up dur
 command exits with code 2, its message names the file, and no output is left under a final name.
 
 ``FAULTS`` is also what ``benchmarks/bad_input_table.py`` runs to print the table of messages."""
+import contextlib
+import io
 import json
 import resource
 import shutil
@@ -253,12 +255,17 @@ FAULTS += [("predict -m", k, model_file_fault(k)) for k in ("truncated file", "n
 
 
 def run_fault(world, tmp, fn, limit_bytes=None):
-    """Run one fault's command in a subprocess, as a user does; (exit code, stderr, argv, named, absent)."""
+    """Run one fault's command through the command line's entry point (in a subprocess, as a user
+    does, when a file-size limit is to be set); (exit code, stderr, argv, named, absent)."""
     argv, named, absent = fn(world, tmp)
+    if limit_bytes is None:
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(argv)
+        return rc, err.getvalue(), argv, named, absent
 
     def lim():
-        if limit_bytes:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     p = subprocess.run([sys.executable, "-m", "semiseg", *argv], capture_output=True, text=True, preexec_fn=lim)
     return p.returncode, p.stderr, argv, named, absent
 
