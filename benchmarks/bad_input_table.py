@@ -26,8 +26,10 @@ def main():
         tmp.mkdir()
         limit = 64 if fn is t.disk_full else None
         rc, err, argv, named, absent = t.run_fault(world, tmp, fn, limit)
-        lines = [x for x in err.splitlines() if "error:" in x] or err.splitlines()[-1:]
-        msg = re.sub(re.escape(str(root)) + r"/(world|f\d+)/", "", lines[0] if lines else "")
+        all_lines = err.splitlines()
+        first = next((i for i, x in enumerate(all_lines) if "error:" in x), len(all_lines) - 1)
+        shown = all_lines[first:first + 1] + [x.strip() for x in all_lines[first + 1:] if x.startswith("  ")]
+        msg = re.sub(re.escape(str(root)) + r"/(world|f\d+)/", "", " ".join(shown))
         left = [str(p.relative_to(tmp)) for p in absent if p.exists()]
         rows.append(f"| `{command}` | {fault} | {rc} | {'yes' if named.name in err else 'no'} | "
                     f"{'none' if not left else ', '.join(left)} | {msg.replace('|', '/')} |")
