@@ -286,10 +286,13 @@ def test_missing_viewer_says_how_to_install(tmp_path, monkeypatch):
 def start_server(args, env=None):
     """``semiseg annotate ...`` as a person starts it; returns (process, URL, its output so far: a
     list that a thread keeps filling, so the pipe never fills up and blocks the server)."""
+    import signal
     import threading
 
+    # as from a terminal: Ctrl+C delivered (a shell's background job, as CI may be, starts with SIGINT ignored)
     p = subprocess.Popen([sys.executable, "-m", "semiseg", "annotate", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, env=env)
+                         stderr=subprocess.STDOUT, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     t0 = time.time()
     while time.time() - t0 < 60:

@@ -204,9 +204,10 @@ def create_app(session: Session, port: int, hosts: tuple[str, ...] = ("127.0.0.1
 
 
 def serve(session: Session, port: int = 0, open_browser: bool = False) -> None:
-    """Serve ``session`` on 127.0.0.1 (``port`` 0: a free one) until Ctrl+C; prints the URL. The
-    HTTP server runs in a thread, propagations on this (the main) thread."""
-    import socket  # noqa: PLC0415 - only when serving
+    """Serve ``session`` on 127.0.0.1 (``port`` 0: a free one) until Ctrl+C or SIGTERM; prints the
+    URL. The HTTP server runs in a thread, propagations on this (the main) thread."""
+    import signal  # noqa: PLC0415 - only when serving
+    import socket  # noqa: PLC0415
     import threading  # noqa: PLC0415
     import webbrowser  # noqa: PLC0415
 
@@ -231,11 +232,14 @@ def serve(session: Session, port: int = 0, open_browser: bool = False) -> None:
     print(f"semiseg annotate: {url}  (Ctrl+C to stop; labels are saved to {session.out} with Save)", flush=True)
     if open_browser:
         webbrowser.open(url)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())  # `kill PID` stops as Ctrl+C does
     try:
-        worker.run(lambda: not thread.is_alive())
+        worker.run(lambda: stop.is_set() or not thread.is_alive())
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.should_exit = True
         thread.join(5)
     if session.saved_version is None and len(session.versions) > 1:
