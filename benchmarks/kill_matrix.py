@@ -354,7 +354,7 @@ def main():
                               f"{len(r['mismatches'])}{' (structural: wall-clock budget)' if name == 'fit' else ''}; "
                               f"stray temporary files {r['strays']}; {r.get('note', '')}"
                               + (f"; first: {(r['partial'] + r['mismatches'])[:3]}" if r['partial'] or r['mismatches'] else "")})
-    append_rows(rows)
+        append_rows(rows[-1:])  # each command's row as soon as it is measured
 
 
 if __name__ == "__main__":
