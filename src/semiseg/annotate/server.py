@@ -222,6 +222,7 @@ def serve(session: Session, port: int = 0, open_browser: bool = False) -> None:
         sock.bind(("127.0.0.1", port))
     except OSError as e:
         raise SemisegError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another --port") from None
+    sock.listen(64)  # before the URL is printed: a browser that comes at once is queued, not refused
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
     worker = MainThreadWorker()
