@@ -95,6 +95,20 @@ def chromium(width: int = 1200, height: int = 900, webgl: bool = False):
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
 
 
+def start_annotate(args, **popen_kw):
+    """``semiseg annotate ARGS`` started as a person starts it: (process, the URL it printed, or None
+    if it ended without one)."""
+    import re
+
+    p = subprocess.Popen([sys.executable, "-m", "semiseg", "annotate", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, **popen_kw)
+    for line in p.stdout:
+        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
+        if m:
+            return p, m.group(1)
+    return p, None
+
+
 def work_dir(dataset: str, student: bool = False) -> Path:
     """benchmarks/_work/DATASET, or DATASET-student for the student plan."""
     return HERE / "_work" / (dataset + ("-student" if student else ""))

@@ -17,9 +17,7 @@ The page's drawing is checked to be the server's (checksum), then scored against
 import argparse
 import gzip
 import json
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from _common import DATA, HERE, append_rows, chromium
+from _common import DATA, HERE, append_rows, chromium, start_annotate
 
 CHECKSUM_JS = """
 const b = window.semiseg.nv.drawBitmap; let s = 0;
@@ -96,15 +94,8 @@ def main():
         gt = read_case_label(case, geom, ds.label_values).astype(np.uint8)
         view = RasView(geom)
         out = tmp / f"{cid}.nii.gz"
-        proc = subprocess.Popen([sys.executable, "-m", "semiseg", "annotate", str(run), "-i", *map(str, case.images),
-                                 "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t_start = time.perf_counter()
-        url = None
-        for line in proc.stdout:
-            m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            if m:
-                url = m.group(1)
-                break
+        proc, url = start_annotate([run, "-i", *case.images, "-o", out])
         if url is None:
             sys.exit(f"the server did not start for {cid}")
         d = chromium(1400, 900, webgl=True)

@@ -37,7 +37,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import HERE, append_rows
+from _common import HERE, append_rows, start_annotate
 
 SEM = [sys.executable, "-m", "semiseg"]
 TIME_KEYS = re.compile(r"(second|elapsed|_s$|created|date|time|it_per_s|rss|cpu|gpu)", re.I)
@@ -163,17 +163,9 @@ def save_kills(root: Path, img: Path, kills: int, rng: random.Random) -> dict:
     out = root / "annot_out" / "labels.nii.gz"
     shutil.rmtree(out.parent, ignore_errors=True)
     landed, torn, good_saves, mism = 0, 0, 0, []
-    expected = None
     for k in range(kills):
-        args = ["annotate", "-i", img, "-o", out] + (["--labels", out] if out.exists() else [])
-        p = subprocess.Popen(SEM + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
-        url = None
-        for line in p.stdout:
-            m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            if m:
-                url = m.group(1)
-                break
+        p, url = start_annotate(["-i", img, "-o", out] + (["--labels", out] if out.exists() else []),
+                                start_new_session=True)
         lab = np.zeros(arr.shape, np.uint8)
         lab[:, : arr.shape[1] // 2 + k] = 1  # a different label map each round
         body = gzip.compress(view.to_page(lab).tobytes(), 1)
@@ -181,8 +173,6 @@ def save_kills(root: Path, img: Path, kills: int, rng: random.Random) -> dict:
         t_save = time.time()
         urllib.request.urlopen(urllib.request.Request(url + "api/save", b"", method="POST")).read()
         T = time.time() - t_save
-        expected_prev = expected
-        expected = lab
         # a second save of a changed map, killed at a random moment inside it
         lab2 = lab.copy()
         lab2[0] = 1
@@ -202,11 +192,9 @@ def save_kills(root: Path, img: Path, kills: int, rng: random.Random) -> dict:
             torn += 1
             continue
         if np.array_equal(got, lab2):
-            expected = lab2
             good_saves += 1
         elif not np.array_equal(got, lab):
             mism.append(f"round {k}: the saved file is neither the last save nor the one being written")
-        del expected_prev
     return {"kills": landed, "resumes": landed - 1, "partial": [f"torn file x{torn}"] if torn else [],
             "mismatches": mism, "strays": strays(out.parent), "fresh_chains": 0,
             "note": f"save took {T:.2f} s; {good_saves} kills landed after the rename (new file), the rest before "

@@ -252,7 +252,7 @@ class Session:
                 "slice_view": ["sagittal", "coronal", "axial"][world], "slice_dim": world,
                 "annotated": sorted(self.view.page_index(self.axis, k) for k in v.annotated),
                 "annotated_empty": sorted(self.view.page_index(self.axis, k) for k in v.empty),
-                "method": "propagation" if self.model is not None else "interpolation",
+                "method": self.meta_method(),
                 "method_label": (f"mask propagation ({Path(self.run).name})" if self.model is not None
                                  else "shape-based interpolation (no propagation run given)"),
                 "modality": self.modality, "windows": self.windows(),
