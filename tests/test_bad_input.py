@@ -101,8 +101,22 @@ def plan_fault(kind):
         if kind == "extra channel":
             shutil.copy(img, ds / "imagesTr" / "CASE_001_0001.nii.gz")
             named = ds / "imagesTr" / "CASE_001_0001.nii.gz"
+        elif kind in ("missing channel", "channel geometry"):  # a second channel declared, one file off
+            meta = json.loads((ds / "dataset.json").read_text())
+            meta["channel_names"]["1"] = "T2"
+            (ds / "dataset.json").write_text(json.dumps(meta))
+            for f in sorted((ds / "imagesTr").glob("*_0000.nii.gz")):
+                shutil.copy(f, f.with_name(f.name.replace("_0000", "_0001")))
+            named = ds / "imagesTr" / "CASE_001_0001.nii.gz"
+            if kind == "missing channel":
+                named.unlink()
+            else:
+                _rewrite(named, lambda a, g: (a, type(g)(g.spacing, (g.origin[0] + 4, *g.origin[1:]), g.direction)))
         elif kind == "NaN voxels":
             _nan(img)
+        elif kind == "Inf voxels":
+            _rewrite(img, lambda a, g: (np.where(np.arange(a.size).reshape(a.shape) == 7, -np.inf, a)
+                                        .astype(np.float32), g))
         elif kind == "truncated file":
             _truncate(img)
         elif kind == "corrupt file":
@@ -155,6 +169,13 @@ def train_pseudo(kind):
         if kind == "missing pseudo-label":
             lab.unlink()
             named = pl
+        elif kind == "foreign case":  # a pseudo-label for a scan the work folder does not hold
+            named = pl / "FOREIGN_007.nii.gz"
+            shutil.copy(lab, named)
+            rows = (pl / "scores.csv").read_text().splitlines()
+            case = lab.name[: -len(".nii.gz")]
+            row = next(r for r in rows if r.startswith(case + ","))
+            (pl / "scores.csv").write_text("\n".join(rows + [row.replace(case, "FOREIGN_007", 1)]) + "\n")
         else:
             _rewrite(lab, lambda a, g: (a[:, :-2], type(g)(g.spacing, g.origin, g.direction)))
         return (["train", str(w.work), "-o", str(tmp / "r"), "--iterations", "1", "--pseudo-labels", str(pl),
@@ -241,12 +262,13 @@ def disk_full(w, tmp):
     return ["predict", str(w.run), "-i", str(w.imgs), "-o", str(tmp / "o"), "-q"], tmp / "o", []
 
 
-FAULTS = [("plan", k, plan_fault(k)) for k in ("extra channel", "NaN voxels", "truncated file", "corrupt file",
+FAULTS = [("plan", k, plan_fault(k)) for k in ("extra channel", "missing channel", "channel geometry",
+                                               "NaN voxels", "Inf voxels", "truncated file", "corrupt file",
                                                "2D image", "4D image", "undeclared label", "label geometry",
                                                "empty folder", "case ID escapes")]
 FAULTS += [("preprocess", "truncated file (after planning)", preprocess_truncated)]
 FAULTS += [("train", f"--pseudo-labels: {k}", train_pseudo(k)) for k in ("missing pseudo-label",
-                                                                         "pseudo-label geometry")]
+                                                                         "foreign case", "pseudo-label geometry")]
 FAULTS += [(c, k, predict_fault(k, c)) for c in ("predict", "pseudolabel")
            for k in ("extra channel", "NaN voxels", "truncated file", "4D image", "empty folder")]
 FAULTS += [("propagate", k, propagate_fault(k)) for k in ("not a propagation run", "label geometry")]

@@ -91,7 +91,11 @@ def test_resume_skips_done_and_crash_leaves_no_case(tiny, tmp_path, monkeypatch)
     assert not list((work / "preprocessed").glob(".*tmp*"))
     c = preprocess(work, progress=False, workers=1)
     assert c == {"done": 3, "skipped": 1}
+    summary = (work / "preprocessed" / "summary.json").read_text()
     assert preprocess(work, progress=False, workers=2) == {"done": 0, "skipped": 4}
+    # the summary describes the cache, not the call: a resumed fill equals an uninterrupted one
+    assert (work / "preprocessed" / "summary.json").read_text() == summary
+    assert json.loads(summary)["cases"] == 4
 
 
 def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):

@@ -143,7 +143,10 @@ def preprocess(work: str | Path, workers: int | None = None, progress: bool = Tr
     for _cid, status in parallel_map(_preprocess_case, jobs, workers=workers, desc="preprocess",
                                      progress=progress):
         counts[status] += 1
-    write_json({"plan_hash": h, "cases": len(jobs), **counts}, out_dir / "summary.json")
+    # what the cache holds, written last: the same whether it was filled in one run or resumed
+    # (how many cases this call did or skipped is its return value, printed by the CLI)
+    write_json({"plan_hash": h, "cases": len(jobs), "labeled": sum(1 for j in jobs if j[1])},
+               out_dir / "summary.json")
     return counts
 
 

@@ -172,7 +172,8 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
     s = Setup(work, run, cfg, plans, cfg.resolved_configuration(plans), *run_cases(work, cfg), rank, world, local,
               resume=resume)
     if cfg.pseudo_labels:
-        s.pseudo, s.pseudo_scores = pseudo_selection(cfg, s.unlabeled, run, resume)
+        s.pseudo, s.pseudo_scores = pseudo_selection(cfg, s.unlabeled, run, resume,
+                                                      known=s.labeled + s.unlabeled + s.val)
         s.unlabeled = [c for c in s.unlabeled if c not in set(s.pseudo)]
         if rank == 0:
             if not resume:  # left by a start that failed before config.json: maybe other pseudo-labels
@@ -185,14 +186,28 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
     return s
 
 
-def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: bool) -> tuple[list[str], dict]:
+def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: bool,
+                     known: list[str] = ()) -> tuple[list[str], dict]:
     """The pseudo-labeled scans this run trains on (among its unlabeled ones) and their scores. A
-    resumed run keeps the selection it started with."""
+    resumed run keeps the selection it started with. Scans the work folder does not hold at all
+    (``known``: all its cases) are refused: they were never preprocessed, so they could not be
+    trained on, and silently leaving them out would hide that; labeled and validation scans are
+    left out (a validation scan's pseudo-label would leak into training)."""
     if resume:
         sp = read_json(run / "split.json", "run split")
         if "pseudo" in sp:
             return list(sp["pseudo"]), dict(sp.get("pseudo_scores", {}))
     scores = read_scores(cfg.pseudo_labels, cfg.select_score)
+    foreign = sorted(set(scores) - set(known)) if known else []
+    if foreign:
+        pl = Path(cfg.pseudo_labels)
+        names = [next((str(f) for f in pl.glob(f"{c}.*") if f.is_file()), f"{pl / 'scores.csv'} ({c})")
+                 for c in foreign[:3]]
+        raise SemisegError(f"{', '.join(names)}{' and %d more' % (len(foreign) - 3) if len(foreign) > 3 else ''}: "
+                           f"{'scans' if len(foreign) > 1 else 'a scan'} the work folder "
+                           "does not hold (not in its split.json, never preprocessed); put them among the dataset's "
+                           "images and run `semiseg plan` and `preprocess` again, or pseudo-label this dataset's "
+                           "unlabeled scans")
     cand = [c for c in unlabeled if c in scores]
     if not cand:
         raise SemisegError(f"{cfg.pseudo_labels}: none of its scored scans is an unlabeled case of this run")
