@@ -205,9 +205,9 @@ def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: 
                  for c in foreign[:3]]
         raise SemisegError(f"{', '.join(names)}{' and %d more' % (len(foreign) - 3) if len(foreign) > 3 else ''}: "
                            f"{'scans' if len(foreign) > 1 else 'a scan'} the work folder "
-                           "does not hold (not in its split.json, never preprocessed); put them among the dataset's "
-                           "images and run `semiseg plan` and `preprocess` again, or pseudo-label this dataset's "
-                           "unlabeled scans")
+                           f"does not hold (not in its split.json, never preprocessed); put {'them' if len(foreign) > 1 else 'it'} "
+                           "among the dataset's images and run `semiseg plan` and `preprocess` again, or pseudo-label "
+                           "this dataset's unlabeled scans")
     cand = [c for c in unlabeled if c in scores]
     if not cand:
         raise SemisegError(f"{cfg.pseudo_labels}: none of its scored scans is an unlabeled case of this run")
