@@ -203,9 +203,10 @@ def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: 
         pl = Path(cfg.pseudo_labels)
         names = [next((str(f) for f in pl.glob(f"{c}.*") if f.is_file()), f"{pl / 'scores.csv'} ({c})")
                  for c in foreign[:3]]
+        many = len(foreign) > 1
         raise SemisegError(f"{', '.join(names)}{' and %d more' % (len(foreign) - 3) if len(foreign) > 3 else ''}: "
-                           f"{'scans' if len(foreign) > 1 else 'a scan'} the work folder "
-                           f"does not hold (not in its split.json, never preprocessed); put {'them' if len(foreign) > 1 else 'it'} "
+                           f"{'scans' if many else 'a scan'} the work folder does not hold (not in its split.json, "
+                           f"never preprocessed); put {'them' if many else 'it'} "
                            "among the dataset's images and run `semiseg plan` and `preprocess` again, or pseudo-label "
                            "this dataset's unlabeled scans")
     cand = [c for c in unlabeled if c in scores]
