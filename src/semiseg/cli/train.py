@@ -64,8 +64,9 @@ def cmd_train(a) -> int:
         cfg = train_config(a)
     s = train(a.work, a.out, cfg, resume=a.resume, progress=progress(a))
     if s and int(os.environ.get("RANK", "0")) == 0:
-        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; best validation Dice {s['best_val_dice']:.4f}; "
-              f"run in {a.out}")
+        best = f"best validation Dice {s['best_val_dice']:.4f}" if s.get("best_iteration", -1) >= 0 else \
+            "not validated (--val-every 0 or no validation cases)"
+        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; {best}; run in {a.out}")
         if not a.no_report:
             write_run_report(a.out, a.quiet)
     return 0

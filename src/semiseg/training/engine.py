@@ -399,8 +399,9 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
                "val": len(val)}
     if s.rank == 0:
         write_json(summary, s.run / "summary.json")
-        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; best validation Dice {st.best_val_dice:.4f} "
-                f"at iteration {st.best_iteration}; peak RSS {summary['peak_rss_mb']} MB; mean CPU use "
+        best = (f"best validation Dice {st.best_val_dice:.4f} at iteration {st.best_iteration}"
+                if st.best_iteration >= 0 else "not validated")
+        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best}; peak RSS {summary['peak_rss_mb']} MB; mean CPU use "
                 f"{summary['mean_cpu_util']} cores")
     distributed.barrier(s.world)
     return summary
