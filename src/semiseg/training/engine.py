@@ -401,7 +401,7 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
         write_json(summary, s.run / "summary.json")
         best = (f"best validation Dice {st.best_val_dice:.4f} at iteration {st.best_iteration}"
                 if st.best_iteration >= 0 else "not validated")
-        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best}; peak RSS {summary['peak_rss_mb']} MB; mean CPU use "
-                f"{summary['mean_cpu_util']} cores")
+        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best}; peak RSS {summary['peak_rss_mb']} MB; "
+                f"mean CPU use {summary['mean_cpu_util']} cores")
     distributed.barrier(s.world)
     return summary
