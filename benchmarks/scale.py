@@ -7,9 +7,10 @@ and preprocessed (2000 scans: about 6 GB of images and 16 GB of cache).
 
 For each N, a raw dataset of the first N scans (hard links) is planned and preprocessed
 (`semiseg plan`, `semiseg preprocess`), then a small supervised run (trained once on N = 20, 8 base features)
-pseudo-labels the N scans with one member and a sliding-window step of 1.0: what is measured is
-how the cost per scan grows with N, not the network (on one core, with the plan's 32 base features
-and 8 mirrorings a scan took over 5 minutes; with 8 base features and mirrorings 110 s; as run, 8 s). Rows: benchmark ``scale``.
+pseudo-labels the N scans with two members (its best and final checkpoints) and a sliding-window
+step of 1.0: what is measured is how the cost per scan grows with N, not the network (on one core,
+with the plan's 32 base features and 8 mirrorings a scan took over 5 minutes; with 8 base features
+and mirrorings 110 s; as run, 8 s). Rows: benchmark ``scale``.
 
     python benchmarks/scale.py [--sizes 20,200,2000] [--workers 2] [--pseudolabel-up-to 200]
 """
@@ -109,19 +110,19 @@ def main():
         shutil.rmtree(root / f"train_n{n}", ignore_errors=True)
         pl = root / f"pl_n{n}"
         shutil.rmtree(pl, ignore_errors=True)
-        pl_s, pl_rss = timed(SEM + ["pseudolabel", run, "-i", raw / "imagesTr", "-o", pl, "--step", "1.0", "-q"])
+        pl_s, pl_rss = timed(SEM + ["pseudolabel", f"{run}@best", f"{run}@final", "-i", raw / "imagesTr", "-o", pl, "--step", "1.0", "-q"])
         print(f"N={n}: pseudolabel {pl_s:.1f} s = {pl_s / n:.2f} s/scan, peak RSS {pl_rss:.0f} MB; "
               f"training 10 it with {n} cached cases: peak RSS {tr_rss:.0f} MB", flush=True)
         rows.append({"benchmark": "scale", "dataset": "synthetic 96x160x160", "method": "pseudolabel", "labeled": 8,
                      "unlabeled": n - 8, "wall_s": round(pl_s, 1), "peak_rss_mb": round(pl_rss),
-                     "notes": f"N={n} scans; {pl_s / n:.3f} s/scan (one process, one member, step 1.0); training 10 "
+                     "notes": f"N={n} scans; {pl_s / n:.3f} s/scan (one process, 2 members, step 1.0); training 10 "
                               f"iterations over {n} cached cases: peak RSS {tr_rss:.0f} MB ({tr_s:.0f} s)"})
         single[n] = pl
         if n == min(sizes):  # sharded over two torchrun processes: the same files, one merged table
             pls = root / f"pl_sharded_n{n}"
             shutil.rmtree(pls, ignore_errors=True)
             sh_s, sh_rss = timed([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                                  "-m", "semiseg", "pseudolabel", run, "-i", raw / "imagesTr", "-o", pls,
+                                  "-m", "semiseg", "pseudolabel", f"{run}@best", f"{run}@final", "-i", raw / "imagesTr", "-o", pls,
                                   "--step", "1.0", "-q"])
             labs = sorted(f.name for f in pl.glob("*.nii.gz"))
             same = [f for f in labs if (pl / f).read_bytes() == (pls / f).read_bytes()]
