@@ -1,6 +1,8 @@
 """Code health, checked with the test suite (so CI fails on a violation): ruff's rules and the
 import-linter contracts of pyproject.toml (the packages form layers; inference never imports
-training), and a `--help` answer from every benchmark script."""
+training), every ``torch.load`` with ``weights_only=True``, and a `--help` answer from every
+benchmark script."""
+import ast
 import shutil
 import subprocess
 import sys
@@ -25,6 +27,22 @@ def test_ruff_is_clean():
 def test_import_layers_hold():
     r = subprocess.run([_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout + r.stderr
+
+
+def test_every_torch_load_refuses_pickled_code():
+    """A checkpoint is data: each ``torch.load`` call in the package and the benchmarks passes
+    ``weights_only=True`` (behaviour tested in test_engine/test_predict with a planted pickle)."""
+    calls, bad = 0, []
+    for f in sorted((ROOT / "src").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                calls += 1
+                ok = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                         for k in node.keywords)
+                if not ok:
+                    bad.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert calls >= 1 and not bad, bad
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")))
