@@ -81,6 +81,15 @@ def main():
         print(f"generated {max(sizes)} scans in {time.time() - t:.0f} s", flush=True)
     rows, single = [], {}
     run = root / "run20"
+    prev = {}  # command -> (N, seconds) of the previous size
+
+    def marginal(cmd, n, secs):
+        """Seconds per added scan from the previous size to this one: start-up and the 8 labeled
+        scans (dearer to preprocess) cancel, so this is what a further unlabeled scan costs."""
+        last = prev.get(cmd)
+        prev[cmd] = (n, secs)
+        return "" if last is None else f"; marginal {(secs - last[1]) / (n - last[0]):.3f} s/scan from N={last[0]}"
+
     for n in sizes:
         raw = subset(full, root / f"raw_n{n}", n)
         work = root / f"work_n{n}"
@@ -92,7 +101,8 @@ def main():
               f"peak RSS {pre_rss:.0f} MB, cache {cache / n / 1e6:.1f} MB/scan", flush=True)
         rows.append({"benchmark": "scale", "dataset": "synthetic 96x160x160", "method": "preprocess", "labeled": 8,
                      "unlabeled": n - 8, "wall_s": round(pre_s, 1), "peak_rss_mb": round(pre_rss),
-                     "notes": f"N={n} scans; {pre_s / n:.3f} s/scan ({a.workers} workers); cache "
+                     "notes": f"N={n} scans; {pre_s / n:.3f} s/scan ({a.workers} workers)"
+                              f"{marginal('preprocess', n, pre_s)}; cache "
                               f"{cache / n / 1e6:.2f} MB/scan; plan {plan_s:.1f} s ({plan_s / n:.3f} s/scan, peak RSS "
                               f"{plan_rss:.0f} MB)"})
         if n > a.pseudolabel_up_to:
@@ -115,7 +125,8 @@ def main():
               f"training 10 it with {n} cached cases: peak RSS {tr_rss:.0f} MB", flush=True)
         rows.append({"benchmark": "scale", "dataset": "synthetic 96x160x160", "method": "pseudolabel", "labeled": 8,
                      "unlabeled": n - 8, "wall_s": round(pl_s, 1), "peak_rss_mb": round(pl_rss),
-                     "notes": f"N={n} scans; {pl_s / n:.3f} s/scan (one process, 2 members, step 1.0); training 10 "
+                     "notes": f"N={n} scans; {pl_s / n:.3f} s/scan (one process, 2 members, step 1.0)"
+                              f"{marginal('pseudolabel', n, pl_s)}; training 10 "
                               f"iterations over {n} cached cases: peak RSS {tr_rss:.0f} MB ({tr_s:.0f} s)"})
         single[n] = pl
         if n == min(sizes):  # sharded over two torchrun processes: the same files, one merged table
