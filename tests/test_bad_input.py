@@ -258,6 +258,13 @@ def model_file_fault(kind):
     return f
 
 
+def export_not_a_run(w, tmp):
+    d = tmp / "notarun"
+    d.mkdir()
+    (d / "best.pt").write_bytes(b"\x80\x04not a checkpoint")
+    return ["export", str(d), "-o", str(tmp / "m.zip"), "--no-onnx"], d, [tmp / "m.zip"]
+
+
 def disk_full(w, tmp):
     return ["predict", str(w.run), "-i", str(w.imgs), "-o", str(tmp / "o"), "-q"], tmp / "o", []
 
@@ -274,6 +281,7 @@ FAULTS += [(c, k, predict_fault(k, c)) for c in ("predict", "pseudolabel")
 FAULTS += [("propagate", k, propagate_fault(k)) for k in ("not a propagation run", "label geometry")]
 FAULTS += [("evaluate", k, evaluate_fault(k)) for k in ("truncated file", "undeclared label")]
 FAULTS += [("predict -m", k, model_file_fault(k)) for k in ("truncated file", "not a zip")]
+FAULTS += [("export", "not a run folder", export_not_a_run)]
 
 
 def run_fault(world, tmp, fn, limit_bytes=None):
