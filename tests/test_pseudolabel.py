@@ -48,7 +48,10 @@ def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
         pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, nets=["net1"], progress=False)
     # two shards, as two ranks would run them; the last to finish leaves the whole table
     a = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, num_parts=2, part_id=0, progress=False)
+    # the first part alone leaves no table: a scores.csv of half the scans would be taken as all of them
+    assert a["scores"] is None and not (out / "scores.csv").exists()
     b = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, num_parts=2, part_id=1, progress=False)
+    assert b["scores"] == str(out / "scores.csv")
     assert a["done"] + b["done"] == 6 and a["members"] == 2
     rows = list(csv.DictReader(open(out / "scores.csv")))
     assert len(rows) == 6 and all(0 <= float(r["consensus"]) <= 1 for r in rows)
@@ -72,3 +75,16 @@ def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
     rows = list(csv.DictReader(open(out2 / "scores.csv")))
     assert len(rows) == 5 and "CASE_002" not in {r["case"] for r in rows}
     assert not (out2 / "CASE_002.nii.gz").exists()
+    # sharded: the bad scan's part records it, so the other part (finishing last) writes the table
+    out3 = tmp_path / "pl3"
+    bad_part = sorted(p.name[:8] for p in bad_in.iterdir()).index("CASE_002") % 2
+    with pytest.raises(SemisegError, match="written by the last part"):
+        pseudolabel_folder([str(run)], bad_in, out3, num_parts=2, part_id=bad_part, progress=False)
+    assert (out3 / "scores" / "CASE_002.error").exists() and not (out3 / "scores.csv").exists()
+    pseudolabel_folder([str(run)], bad_in, out3, num_parts=2, part_id=1 - bad_part, progress=False)
+    assert len(list(csv.DictReader(open(out3 / "scores.csv")))) == 5
+    # the scan repaired, the same command again: it is done, its record goes, the table holds all 6
+    shutil.copy(f"{raw}/imagesTr/CASE_002_0000.nii.gz", bad_in / "CASE_002_0000.nii.gz")
+    pseudolabel_folder([str(run)], bad_in, out3, progress=False)
+    assert not (out3 / "scores" / "CASE_002.error").exists()
+    assert len(list(csv.DictReader(open(out3 / "scores.csv")))) == 6

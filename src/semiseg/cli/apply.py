@@ -37,7 +37,8 @@ def cmd_pseudolabel(a) -> int:
                            overwrite=a.overwrite, device=a.device, progress=progress(a), backend=a.backend,
                            stop_on_error=a.stop_on_error)
     print(f"part {r['part'] + 1}/{r['parts']}: pseudo-labeled {r['done']} scans with {r['members']} ensemble "
-          f"members, skipped {r['skipped']} already done -> {a.out}; scores in {r['scores']}")
+          f"members, skipped {r['skipped']} already done -> {a.out}; "
+          + (f"scores in {r['scores']}" if r["scores"] else "scores.csv comes when every part has finished"))
     return 0
 
 

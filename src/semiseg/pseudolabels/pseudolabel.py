@@ -17,9 +17,10 @@ the scores compare each member's argmax ``Y_m`` with that averaged label ``Y_avg
 Streaming: one scan at a time in memory (the running sum of probabilities and M label maps of
 uint8). Resumable: a scan whose label and score file exist is skipped. Shardable: ``num_parts`` /
 ``part_id`` (default: torchrun's ``WORLD_SIZE`` / ``RANK``) split the sorted scans; each part
-writes ``scores/<CASE>.json`` per scan (with the seconds it took) and every part, when it finishes,
-rebuilds ``scores.csv``
-from all score files present, so the last part to finish leaves the complete table.
+writes ``scores/<CASE>.json`` per scan (with the seconds it took; ``scores/<CASE>.error`` for a scan
+that could not be read), and a part that finishes writes ``scores.csv`` from all score files only
+when every scan of the input has one (or failed): the last part to finish leaves the complete
+table, and a ``scores.csv`` is never a part of the table (a training run would take it as all).
 """
 from __future__ import annotations
 
@@ -130,6 +131,8 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
     names = Plans(p0).class_names()
     dtype = label_dtype(p0["num_classes"] - 1)
     (out_dir / "scores").mkdir(parents=True, exist_ok=True)
+    if overwrite or not table_complete(out_dir, cases):  # work remains: an older table is not this one
+        (out_dir / "scores.csv").unlink(missing_ok=True)
     done = skipped = 0
     failures = CaseFailures(stop_on_error)
 
@@ -150,24 +153,37 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         write_image(avg, geom, target)
         row["seconds"] = round(time.time() - t0, 2)
         write_json(row, sfile)  # last: a scan with a score file is complete
+        sfile.with_suffix(".error").unlink(missing_ok=True)
 
     for cid in tqdm(ids, desc=f"pseudolabel {part_id + 1}/{num_parts}", disable=not progress, unit="scan"):
         target, sfile = out_dir / f"{cid}{ending}", out_dir / "scores" / f"{cid}.json"
         if target.exists() and sfile.exists() and not overwrite:
             skipped += 1
             continue
+        n_failed = len(failures.failed)
         with failures.case(cid):
             one(cid, target, sfile)
             done += 1
-    table = merge_scores(out_dir)
-    failures.raise_if_any(f"{done} pseudo-labeled, {skipped} already done, into {out_dir}; scores of the good "
-                          f"ones in {table}")
-    return {"done": done, "skipped": skipped, "part": part_id, "parts": num_parts, "scores": str(table),
-            "members": n_members}
+        if len(failures.failed) > n_failed:  # recorded for the part that writes the table
+            with atomic_path(sfile.with_suffix(".error")) as tmp:
+                tmp.write_text(failures.failed[-1][1] + "\n")
+    table = merge_scores(out_dir) if table_complete(out_dir, cases) else None
+    where = f"scores of the good ones in {table}" if table else \
+        "scores.csv is written by the last part to finish"
+    failures.raise_if_any(f"{done} pseudo-labeled, {skipped} already done, into {out_dir}; {where}")
+    return {"done": done, "skipped": skipped, "part": part_id, "parts": num_parts,
+            "scores": str(table) if table else None, "members": n_members}
+
+
+def table_complete(out_dir: Path, cases) -> bool:
+    """Every scan of the input has its score file or a record that it could not be read."""
+    have = {f.stem for f in (Path(out_dir) / "scores").iterdir() if f.suffix in (".json", ".error")}
+    return set(cases) <= have
 
 
 def merge_scores(out_dir) -> Path:
-    """Rebuild ``OUT/scores.csv`` from every ``OUT/scores/*.json`` (atomically)."""
+    """Rebuild ``OUT/scores.csv`` from every ``OUT/scores/*.json`` (atomically); callers check
+    first that the table is complete."""
     out_dir = Path(out_dir)
     rows = [json.loads(f.read_text()) for f in sorted((out_dir / "scores").glob("*.json"))]
     table = out_dir / "scores.csv"

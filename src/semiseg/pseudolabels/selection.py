@@ -59,7 +59,11 @@ def read_scores(pl_dir: str | Path, score: str = "consensus", skip_empty: bool =
     (``skip_empty``): every member agreeing on nothing scores a perfect consensus but teaches nothing."""
     table = Path(pl_dir) / "scores.csv"
     if not table.exists():
-        raise SemisegError(f"{table}: missing; run `semiseg pseudolabel ... -o {pl_dir}` first")
+        unfinished = (Path(pl_dir) / "scores").is_dir()
+        raise SemisegError(f"{table}: missing; " + (
+            "the pseudo-labelling into this folder has not finished (a part still running, stopped, or "
+            "killed): run the same `semiseg pseudolabel` command again" if unfinished else
+            f"run `semiseg pseudolabel ... -o {pl_dir}` first"))
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
