@@ -1,4 +1,6 @@
 """Image IO keeps geometry, catches truncation and NaN, and writes atomically."""
+import os
+
 import numpy as np
 import pytest
 from conftest import geom
@@ -79,6 +81,29 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
             t.write_text("half")
             raise KeyboardInterrupt
     assert p.read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    """kill -9 between writing and renaming leaves ``.NAME.<host>-<pid>-<hex>.tmp``: the next write of
+    that file removes it when the pid no longer runs; a live process's temporary is left alone."""
+    import subprocess
+    import sys
+
+    from semiseg.utils import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    p = tmp_path / "progress.png"
+    stale = tmp_path / f".progress.png.{_HOST}-{dead.pid}-0badc0de.tmp.png"
+    live = tmp_path / f".progress.png.{_HOST}-{os.getppid()}-0000beef.tmp.png"
+    other_host = tmp_path / f".progress.png.elsewhere-{dead.pid}-0000cafe.tmp.png"
+    other_file = tmp_path / f".metrics.csv.{_HOST}-{dead.pid}-00000001.tmp.csv"
+    for f in (stale, live, other_host, other_file):
+        f.write_bytes(b"half")
+    with atomic_path(p) as t:
+        t.write_bytes(b"whole")
+    assert p.read_bytes() == b"whole"
+    assert not stale.exists() and live.exists() and other_host.exists() and other_file.exists()
 
 
 def test_geometry_mismatch_tolerance():

@@ -9,8 +9,11 @@ that a killed process never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
+import socket
 import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -54,6 +57,30 @@ class CaseFailures:
                                f"missing):\n{lines}")
 
 
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def _remove_stale_temporaries(path: Path, suffix: str) -> None:
+    """Delete the temporary files of ``path`` left by a process of this machine that died before
+    its rename (a kill -9): its name holds the host and the pid, and that pid no longer runs.
+    Temporaries of live processes, or of other machines sharing the folder, are left alone."""
+    for f in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(suffix)}"):
+        m = re.fullmatch(rf"\.{re.escape(path.name)}\.(\w+)-(\d+)-[0-9a-f]+\.tmp{re.escape(suffix)}", f.name)
+        if m and m.group(1) == _HOST and not _alive(int(m.group(2))):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -66,10 +93,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     if suffix is None:
         name = path.name
         suffix = "".join(path.suffixes[-2:]) if name.endswith(".nii.gz") else path.suffix
+    _remove_stale_temporaries(path, suffix)
     # a fresh name opened with mode 0o666 (less the umask), not mkstemp's 0o600: the file keeps the
     # permissions any other new file gets (a model file or a label map others must read)
     while True:
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+        tmp = path.parent / f".{path.name}.{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{suffix}"
         try:
             os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             break
