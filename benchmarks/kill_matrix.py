@@ -220,7 +220,16 @@ def save_kills(root: Path, img: Path, kills: int, rng: random.Random) -> dict:
             good_saves += 1
         elif not np.array_equal(got, lab):
             mism.append(f"round {k}: the saved file is neither the last save nor the one being written")
-    return {"kills": landed, "resumes": landed - 1, "partial": [f"torn file x{torn}"] if torn else [],
+    # the same command once more after the last kill: it continues from the file on disk and saves
+    p, url = start_annotate(["-i", img, "-o", out, "--labels", out], start_new_session=True)
+    urllib.request.urlopen(urllib.request.Request(url + "api/drawing", gzip.compress(view.to_page(lab2).tobytes(), 1),
+                                                  {"Content-Encoding": "gzip"}))
+    urllib.request.urlopen(urllib.request.Request(url + "api/save", b"", method="POST")).read()
+    os.killpg(p.pid, signal.SIGTERM)
+    p.wait()
+    if not np.array_equal(read_image(out)[0], lab2):
+        mism.append("the save after the last kill is not the drawing sent")
+    return {"kills": landed, "resumes": landed, "partial": [f"torn file x{torn}"] if torn else [],
             "mismatches": mism, "strays": strays(out.parent), "fresh_chains": 0,
             "note": f"save took {T:.2f} s; {good_saves} kills landed after the rename (new file), the rest before "
                     "(previous file intact)"}
