@@ -12,7 +12,7 @@ from ..data.dataset import read_case_list
 from ..methods import add_option_flags, available_methods, create_method, method_class, options_from_args
 from ..nets import available as available_networks
 from ..planning import load_plans
-from ..training import OPTIMIZERS, TrainConfig, train
+from ..training import OPTIMIZERS, TrainConfig, best_validation, train
 from ..utils import SemisegError, json_object, read_json
 from ..utils.device import AMP_CHOICES
 from ..workflows.demo import run_demo
@@ -64,9 +64,7 @@ def cmd_train(a) -> int:
         cfg = train_config(a)
     s = train(a.work, a.out, cfg, resume=a.resume, progress=progress(a))
     if s and int(os.environ.get("RANK", "0")) == 0:
-        best = f"best validation Dice {s['best_val_dice']:.4f}" if s.get("best_iteration", -1) >= 0 else \
-            "not validated (--val-every 0 or no validation cases)"
-        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; {best}; run in {a.out}")
+        print(f"{s['iterations']} iterations in {s['elapsed_s']:.0f} s; {best_validation(s)}; run in {a.out}")
         if not a.no_report:
             write_run_report(a.out, a.quiet)
     return 0

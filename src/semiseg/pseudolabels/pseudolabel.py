@@ -160,13 +160,9 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         if target.exists() and sfile.exists() and not overwrite:
             skipped += 1
             continue
-        n_failed = len(failures.failed)
-        with failures.case(cid):
+        with failures.case(cid, record=sfile.with_suffix(".error")):  # the record: for the part writing the table
             one(cid, target, sfile)
             done += 1
-        if len(failures.failed) > n_failed:  # recorded for the part that writes the table
-            with atomic_path(sfile.with_suffix(".error")) as tmp:
-                tmp.write_text(failures.failed[-1][1] + "\n")
     table = merge_scores(out_dir) if table_complete(out_dir, cases) else None
     where = f"scores of the good ones in {table}" if table else \
         "scores.csv is written by the last part to finish"

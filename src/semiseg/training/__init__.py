@@ -6,6 +6,6 @@ checkpoints), ``runlog`` (log.txt, metrics.csv, progress.png), ``sampling`` and 
 (patches from the cache), ``distributed`` (torchrun).
 """
 from .config import OPTIMIZERS, TrainConfig
-from .engine import train
+from .engine import best_validation, train
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "train"]
+__all__ = ["OPTIMIZERS", "TrainConfig", "best_validation", "train"]

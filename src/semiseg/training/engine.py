@@ -186,8 +186,15 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
     return s
 
 
+def best_validation(summary: dict) -> str:
+    """How a run's best validation reads in its log and on the command line."""
+    if summary.get("best_iteration", -1) < 0:
+        return "not validated (--val-every 0 or no validation cases)"
+    return f"best validation Dice {summary['best_val_dice']:.4f} at iteration {summary['best_iteration']}"
+
+
 def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: bool,
-                     known: list[str] = ()) -> tuple[list[str], dict]:
+                     known: list[str]) -> tuple[list[str], dict]:
     """The pseudo-labeled scans this run trains on (among its unlabeled ones) and their scores. A
     resumed run keeps the selection it started with. Scans the work folder does not hold at all
     (``known``: all its cases) are refused: they were never preprocessed, so they could not be
@@ -198,7 +205,7 @@ def pseudo_selection(cfg: TrainConfig, unlabeled: list[str], run: Path, resume: 
         if "pseudo" in sp:
             return list(sp["pseudo"]), dict(sp.get("pseudo_scores", {}))
     scores = read_scores(cfg.pseudo_labels, cfg.select_score)
-    foreign = sorted(set(scores) - set(known)) if known else []
+    foreign = sorted(set(scores) - set(known))
     if foreign:
         pl = Path(cfg.pseudo_labels)
         names = [next((str(f) for f in pl.glob(f"{c}.*") if f.is_file()), f"{pl / 'scores.csv'} ({c})")
@@ -399,9 +406,8 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
                "val": len(val)}
     if s.rank == 0:
         write_json(summary, s.run / "summary.json")
-        best = (f"best validation Dice {st.best_val_dice:.4f} at iteration {st.best_iteration}"
-                if st.best_iteration >= 0 else "not validated")
-        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best}; peak RSS {summary['peak_rss_mb']} MB; "
+        log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best_validation(summary)}; "
+                f"peak RSS {summary['peak_rss_mb']} MB; "
                 f"mean CPU use {summary['mean_cpu_util']} cores")
     distributed.barrier(s.world)
     return summary

@@ -41,7 +41,9 @@ class CaseFailures:
         self.stop_on_error, self.failed = stop_on_error, []
 
     @contextlib.contextmanager
-    def case(self, cid: str) -> Iterator[None]:
+    def case(self, cid: str, record: str | os.PathLike | None = None) -> Iterator[None]:
+        """``record``: a file that receives the message of a failure (atomically), for other
+        processes of a sharded batch to see."""
         try:
             yield
         except SemisegError as e:
@@ -49,6 +51,9 @@ class CaseFailures:
                 raise
             self.failed.append((cid, str(e)))
             tqdm.write(f"{cid}: {e} (skipped; the batch goes on)")
+            if record is not None:
+                with atomic_path(record) as tmp:
+                    Path(tmp).write_text(f"{e}\n")
 
     def raise_if_any(self, done_note: str) -> None:
         if self.failed:
