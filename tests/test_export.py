@@ -173,3 +173,13 @@ def test_model_for_other_channels_and_bad_export(run, tmp_path):
     with pytest.raises(SemisegError, match="no such checkpoint"):
         export_model([f"{run}@nothere"], tmp_path / "x.zip")
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_the_runs_postprocessing_choice_travels_into_the_model_file(run, tmp_path):
+    best = json.loads((run / "summary.json").read_text())["best_iteration"]
+    (run / "postprocessing.json").write_text(json.dumps({"iteration": best, "largest_component_classes": [2]}))
+    for flag, expected in ((None, [2]), ("--no-largest-component", False), ("--largest-component", True)):
+        model = tmp_path / f"m{flag}.zip"
+        p = _semiseg("export", run, "-o", model, "--no-onnx", *([flag] if flag else []))
+        assert p.returncode == 0, p.stderr
+        assert read_model_file(model)[0]["inference"]["largest_component"] == expected

@@ -33,7 +33,9 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     assert isinstance(st["pseudolabel"]["tta_members"], bool) and st["pseudolabel"]["probe_s"] > 0
     # the minutes of every stage add up to about the budget (the student takes what is left)
     assert sum(v["seconds"] for v in st.values()) / 60 < 0.3 + 0.25
-    # OUT is a run folder: predict takes it
+    # OUT is a run folder with the student's postprocessing choice for its best checkpoint: predict takes it
+    pp = json.loads((out / "postprocessing.json").read_text())
+    assert pp["iteration"] == s["best_iteration"] == json.loads((out / "summary.json").read_text())["best_iteration"]
     assert main(["predict", str(out), "-i", str(ds / "imagesTr"), "-o", str(tmp_path / "pred"), "-q"]) == 0
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 6
 

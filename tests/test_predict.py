@@ -1,12 +1,16 @@
 """semiseg predict: outputs in the input's exact geometry, skip/overwrite, ensembles, TTA, refusals."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import geom, train_config
 
 from semiseg.data.io import read_image, write_image
+from semiseg.inference.postprocessing import gaining_classes
 from semiseg.inference.predict import predict_folder
+from semiseg.inference.runs import load_run
 from semiseg.inference.sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
 from semiseg.training import train
 from semiseg.utils import SemisegError
@@ -226,3 +230,40 @@ def test_a_planted_pickle_in_a_run_is_refused(run, tmp_path):
     torch.save({"nets": {"net": Payload()}, "iteration": 1}, run / "checkpoints" / "best.pt")
     assert main(["predict", str(run), "-i", str(_inputs(tmp_path, 1)), "-o", str(tmp_path / "o"), "-q"]) == 2
     assert not marker.exists() and not (tmp_path / "o" / "IN_000.nii.gz").exists()
+
+
+def test_gaining_classes_known_answers():
+    assert gaining_classes([0.80, float("nan"), 0.50, 0.7], [0.81, 0.90, 0.50, 0.6]) == [1]
+    assert gaining_classes([0.5, 0.5], [0.52, 0.6], margin=0.05) == [2]
+
+
+def test_postprocessing_is_chosen_on_validation_and_applied_to_its_checkpoint(tiny_work, tmp_path):
+    r = tmp_path / "r"
+    train(tiny_work, r, train_config(iterations=4, val_every=2), progress=False)
+    rec = json.loads((r / "postprocessing.json").read_text())
+    summ = json.loads((r / "summary.json").read_text())
+    assert rec["iteration"] == summ["best_iteration"] and rec["cases"] == summ["val"] == 1
+    plain, largest = rec["val_dice"], rec["val_dice_largest_component"]
+    assert list(plain) == list(largest) == ["a", "b"]
+    assert rec["largest_component_classes"] == gaining_classes(list(plain.values()), list(largest.values()))
+    d = _inputs(tmp_path, n=2)
+    forced = {v: predict_folder([str(r)], d, tmp_path / f"forced{v}", largest_component=v, progress=False)
+              for v in (True, False)}
+    assert forced[True]["done"] == 2
+    files = ("IN_000.nii.gz", "IN_001.nii.gz")
+
+    def same(a, b):
+        return all(np.array_equal(read_image(tmp_path / a / f)[0], read_image(tmp_path / b / f)[0]) for f in files)
+
+    assert not same("forcedTrue", "forcedFalse")  # the tiny network leaves scattered components
+    for chosen, like in (([1, 2], "forcedTrue"), ([], "forcedFalse")):
+        (r / "postprocessing.json").write_text(json.dumps(dict(rec, largest_component_classes=chosen)))
+        assert load_run(r).settings == {"largest_component": chosen}
+        out = f"chosen{len(chosen)}"
+        predict_folder([str(r)], d, tmp_path / out, progress=False)
+        assert same(out, like)
+    # a choice made for another checkpoint is not applied
+    (r / "postprocessing.json").write_text(json.dumps(dict(rec, iteration=rec["iteration"] + 1)))
+    assert load_run(r).settings == {}
+    predict_folder([str(r)], d, tmp_path / "other", progress=False)
+    assert same("other", "forcedFalse")

@@ -2,6 +2,8 @@
 (a run's self-contained HTML report)."""
 from __future__ import annotations
 
+import argparse
+
 from ..inference.export import export_model
 from .common import progress, record_runs
 
@@ -36,7 +38,9 @@ def register(add) -> None:
     p.add_argument("--nets", nargs="+", help="only these networks of each run (default: those it predicts with)")
     p.add_argument("--step", type=float, default=None, help="sliding-window step to predict with (default: the plan's)")
     p.add_argument("--tta", action="store_true", help="predict with mirroring test-time augmentation by default")
-    p.add_argument("--largest-component", action="store_true", help="keep each class's largest component by default")
+    p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep each class's largest component by default (default: the classes the run chose on its "
+                        "validation cases, postprocessing.json)")
     p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="resample inputs to this spacing before prediction (default: the plan's)")
     p.add_argument("--no-onnx", action="store_true", help="no ONNX graphs (torch backend only; a smaller file)")

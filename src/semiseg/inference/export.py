@@ -18,6 +18,7 @@ import torch
 
 from .. import __version__
 from ..utils import SemisegError, read_json
+from . import postprocessing
 from .backends import OPSET, onnx_graph
 from .modelfile import is_model_file, save_weights, write_model_file
 from .runs import build_network, is_segmentation, parse_run_spec, run_weights
@@ -34,11 +35,12 @@ def _member_name(run: Path, taken: set) -> str:
 
 
 def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str] | None = None,
-                 step: float | None = None, tta: bool = False, largest_component: bool = False,
+                 step: float | None = None, tta: bool = False, largest_component: bool | None = None,
                  forced_spacing: list | None = None, onnx: bool = True, check: bool = True) -> dict:
     """Write ``out`` (a ``.zip``) from run folders (``RUN`` or ``RUN@CHECKPOINT``). With ``check``,
     each ONNX graph is run once beside its torch network on a random patch and the largest logit
-    difference is recorded (``onnx_max_abs_diff``). Returns the manifest."""
+    difference is recorded (``onnx_max_abs_diff``). ``largest_component`` None keeps the first run's
+    postprocessing choice for its checkpoint (:mod:`.postprocessing`). Returns the manifest."""
     out = Path(out)
     if not is_model_file(out):
         raise SemisegError(f"{out}: a model file's name ends in .zip")
@@ -68,6 +70,8 @@ def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str]
         summary = read_json(run / "summary.json", "run summary") if (run / "summary.json").exists() else {}
         if labels is None:
             labels = plans.get("labels")
+            if largest_component is None:
+                largest_component = postprocessing.run_choice(run, iteration) or False
         members.append({"name": name, "source": str(run.resolve()), "checkpoint": ck_name,
                         "iteration": iteration, "record": dict(rec, predict_with=list(names)),
                         "plans": f"members/{name}/plans.json", "files": files, "summary": summary})
@@ -76,7 +80,9 @@ def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str]
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
                      "onnx_opset": OPSET if onnx else None},
         "labels": labels,
-        "inference": {"step": step, "tta": bool(tta), "largest_component": bool(largest_component),
+        "inference": {"step": step, "tta": bool(tta),
+                      "largest_component": largest_component if isinstance(largest_component, list)
+                      else bool(largest_component),
                       "forced_spacing": list(forced_spacing) if forced_spacing else None},
         "members": members,
     }

@@ -132,16 +132,18 @@ def _forced(plans: dict, geom: Geometry) -> list | None:
 
 def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", nets: list[str] | None = None,
                    step: float | None = None, tta: bool | None = None, forced_spacing: list | None = None,
-                   save_probabilities: bool = False, largest_component: bool | None = None, overwrite: bool = False,
-                   profile: str | None = None, device: str | None = None, progress: bool = True,
-                   amp: str = "auto", backend: str = "torch", series_uid: str | None = None,
+                   save_probabilities: bool = False, largest_component: bool | list | None = None,
+                   overwrite: bool = False, profile: str | None = None, device: str | None = None,
+                   progress: bool = True, amp: str = "auto", backend: str = "torch", series_uid: str | None = None,
                    output_format: str = "image", stop_on_error: bool = False) -> dict:
     """``semiseg predict``: every case of ``in_dir`` -> ``out_dir/CASE.<ending>`` (+ ``.npz`` probabilities).
 
     ``runs`` are run folders, each optionally ``RUN@CHECKPOINT`` (``best``, ``final``, ``latest`` or a
     file), or model files (``MODEL.zip``); the softmax of every network of every entry is averaged.
     ``tta``, ``largest_component``, ``step`` and ``forced_spacing`` left at None take a model file's
-    settings (else off / the plan's). ``backend``: torch, onnxruntime or openvino.
+    settings (else off / the plan's); ``largest_component`` (True, False or a list of classes) left at
+    None takes the classes the run chose on its validation cases for its best checkpoint
+    (:mod:`.postprocessing`). ``backend``: torch, onnxruntime or openvino.
     ``profile`` writes a CSV with, per case, seconds, peak memory and seconds per stage (read,
     preprocess, network, blend, resample, write). ``in_dir`` may be a DICOM series folder or a folder
     of them (``series_uid`` picks one series of a folder that holds several); ``output_format``
@@ -157,8 +159,11 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     p0 = models[0].plans
     settings = models[0].settings
     tta = bool(settings.get("tta", False)) if tta is None else tta
-    largest_component = bool(settings.get("largest_component", False)) if largest_component is None \
+    largest_component = settings.get("largest_component", False) if largest_component is None \
         else largest_component
+    classes = list(range(1, p0["num_classes"]))
+    component_classes = [c for c in classes if c in largest_component] \
+        if isinstance(largest_component, (list, tuple)) else (classes if largest_component else [])
     step = settings.get("step") if step is None else step
     forced_spacing = forced_spacing or settings.get("forced_spacing")
     cases = list_input_cases(in_dir, p0["num_input_channels"], series_uid)
@@ -171,7 +176,6 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
                                f"{', '.join(not_dicom[:5])} {'is' if len(not_dicom) == 1 else 'are'} not")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, done, skipped = [], 0, 0
-    classes = list(range(1, p0["num_classes"]))
     load_s = time.time() - t_start
     failures = CaseFailures(stop_on_error)
 
@@ -184,8 +188,8 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp, times)
             t1 = time.time()
             seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
-            if largest_component:
-                seg = keep_largest_component(seg, classes)
+            if component_classes:
+                seg = keep_largest_component(seg, component_classes)
             times["argmax"] = time.time() - t1
             t1 = time.time()
             if save_probabilities:

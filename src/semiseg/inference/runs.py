@@ -20,6 +20,7 @@ from ..planning import Plans, load_plans
 from ..utils import SemisegError, read_json, write_json
 from ..utils.checkpoint import load_checkpoint
 from ..utils.device import default_device
+from . import postprocessing
 from .backends import backend_net, onnx_graph
 from .modelfile import is_model_file, load_weights, read_model_file
 
@@ -34,7 +35,7 @@ class Model:
     cfg: dict
     nets: list
     names: list = field(default_factory=list)
-    settings: dict = field(default_factory=dict)  # a model file's inference defaults (step, tta, ...)
+    settings: dict = field(default_factory=dict)  # inference defaults (a model file's; a run's postprocessing)
 
     @property
     def step(self) -> float:
@@ -92,9 +93,11 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
             raise SemisegError(f"{run}: holds an ensemble of {len(models)} runs; this command takes one")
         return models[0]
     run = Path(run)
-    rec, ck, weights, _ = run_weights(run, checkpoint, nets)
+    rec, ck, weights, iteration = run_weights(run, checkpoint, nets)
     out = [build_network(rec, name, w, f"{ck} ({name})", device, backend, amp) for name, w in weights.items()]
-    return Model(run, load_plans(run), rec["configuration"], out, list(weights))
+    chosen = postprocessing.run_choice(run, iteration)
+    return Model(run, load_plans(run), rec["configuration"], out, list(weights),
+                 {} if chosen is None else {"largest_component": chosen})
 
 
 def run_weights(run: Path, checkpoint: str, nets: list[str] | None = None) -> tuple[dict, Path, dict, int | None]:

@@ -29,8 +29,9 @@ import torch
 from tqdm import tqdm
 
 from ..evaluation.metrics import dice_per_class, mean_dice
+from ..inference import postprocessing
 from ..inference.runs import write_record
-from ..inference.sliding_window import sliding_window_probs
+from ..inference.sliding_window import keep_largest_component, sliding_window_probs
 from ..methods import Method, create_method
 from ..nets import create_network
 from ..planning import Plans, load_plans
@@ -333,14 +334,17 @@ def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: Budget) -> flo
 # --------------------------------------------------------------------------- validation, logging, checkpoints
 @torch.no_grad()
 def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: int, step: float, device,
-             amp: str = "auto") -> tuple[float, list[float]]:
-    """Mean foreground Dice over the validation cases (on the preprocessed grid), and per class."""
-    per = []
+             amp: str = "auto") -> tuple[float, list[float], list[float]]:
+    """Mean foreground Dice over the validation cases (on the preprocessed grid), per class, and per
+    class once each class keeps only its largest connected component (the postprocessing choice)."""
+    per, per_largest, classes = [], [], list(range(1, n_classes))
     for cid in val_ids:
         data, seg, _props = load_case(work, cid)
         probs = sliding_window_probs(nets, data, cfg, step=step, device=device, amp=amp)
-        per.append(dice_per_class(class_argmax(probs, 0).numpy(), np.asarray(seg), n_classes))
-    return mean_dice(per)
+        pred, gt = class_argmax(probs, 0).numpy(), np.asarray(seg)
+        per.append(dice_per_class(pred, gt, n_classes))
+        per_largest.append(dice_per_class(keep_largest_component(pred, classes), gt, n_classes))
+    return (*mean_dice(per), mean_dice(per_largest)[1])
 
 
 def metrics_row(st: TrainState, lr: float, last_row: tuple[float, int]) -> dict:
@@ -360,14 +364,16 @@ def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: Budget, val: li
         use = [p.nets[k] for k in p.method.predict_with()]
         n_cls = s.plans.num_classes
         r = p.method.validate(use, s.work, val, s.net_cfg, n_cls, s.device)
-        d, per = r if r is not None else validate(use, s.work, val, s.net_cfg, n_cls, s.cfg.val_step, s.device,
-                                                  s.cfg.amp)
+        d, per, largest = (*r, None) if r is not None else validate(use, s.work, val, s.net_cfg, n_cls,
+                                                                    s.cfg.val_step, s.device, s.cfg.amp)
         names = s.plans.class_names()
         row["val_dice"] = d
         row.update({f"val_dice_{n}": v for n, v in zip(names, per)})
         if d > st.best_val_dice:
             st.best_val_dice, st.best_iteration = d, st.iteration
             save(s, p, st, "best")
+            if largest is not None:
+                postprocessing.write_choice(s.run, st.iteration, names, per, largest, len(val))
         extra = "".join(f" {k} {v:.3f}" for k, v in row.items() if k not in ("iteration", "elapsed_s", "lr", "it_per_s",
                         "loss") and not k.startswith(("loss", "val_")) and isinstance(v, float))
         log.log(f"it {st.iteration}: loss {row['loss']:.4f}{extra} val Dice {d:.4f} "
@@ -409,5 +415,11 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
         log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best_validation(summary)}; "
                 f"peak RSS {summary['peak_rss_mb']} MB; "
                 f"mean CPU use {summary['mean_cpu_util']} cores")
+        chosen = postprocessing.run_choice(s.run, st.best_iteration) if val else None
+        if chosen is not None:
+            names = s.plans.class_names()
+            log.log("postprocessing (chosen on the validation cases, applied by predict to best.pt): "
+                    + (f"keep the largest component of {', '.join(names[c - 1] for c in chosen)}" if chosen
+                       else "none (keeping only the largest component raised no class's Dice)"))
     distributed.barrier(s.world)
     return summary

@@ -65,7 +65,8 @@ def learned_classes(run: Path, gate: float) -> list[int]:
     return [i + 1 for i, k in enumerate(cols) if float(row[k] or 0) >= gate]
 
 
-RUN_FILES = ("config.json", "plans.json", "networks.json", "split.json", "metrics.csv", "progress.png")
+RUN_FILES = ("config.json", "plans.json", "networks.json", "split.json", "metrics.csv", "progress.png",
+             "postprocessing.json")
 CHECKPOINT_MINUTES = 1.0
 MIN_STAGE_MINUTES = 0.05
 PSEUDOLABEL_SHARE = 0.1  # pseudo-labelling's share of the budget: mirrorings as members only when every scan fits
