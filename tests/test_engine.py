@@ -71,8 +71,8 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
               "-q", "--method", method] + (["--labeled", 2, "--cps-ramp", 0.3] if method == "cps" else []) + \
         (["--cps-gate", 0.3] if gate else []) + (STCN_ARGS if method == "stcn" else ["--base-features", 4]) + \
         (["--labeled", 2, "--mean-teacher-decay", 0.9] if method == "mean-teacher" else [])
-    ref = tmp_path / "ref"
-    subprocess.run(_cli(tiny_work, "-o", ref, *common), check=True, capture_output=True)
+    ref = tmp_path / "ref"  # the uninterrupted run, beside the one that is killed (the suite's wall time)
+    ref_p = subprocess.Popen(_cli(tiny_work, "-o", ref, *common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     run = tmp_path / "killed"
     p = subprocess.Popen(_cli(tiny_work, "-o", run, *common), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True)
@@ -86,6 +86,7 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_work, tmp_path, method):
             break
         time.sleep(0.02)
     p.wait()
+    assert ref_p.wait() == 0, ref_p.stderr.read()[-3000:]
     assert killed_at is not None and killed_at < 14, "the run ended before it could be killed"
     st = torch.load(run / "checkpoints/latest.pt", weights_only=True)  # never corrupt
     assert 2 <= st["iteration"] < 14
@@ -119,13 +120,15 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
         common += STCN_ARGS
     if method == "mean-teacher":  # 2 labeled + 2 unlabeled per rank, copy-paste boxes drawn for the global batch
         common += ["--labeled", 2, "--mean-teacher-decay", 0.9]
-    one = tmp_path / "one"
-    subprocess.run(_cli(tiny_work, "-o", one, *common), check=True, capture_output=True)
-    two = tmp_path / "two"
+    one = tmp_path / "one"  # one process, beside the two (the suite's wall time)
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    one_p = subprocess.Popen(_cli(tiny_work, "-o", one, *common), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env=env)
+    two = tmp_path / "two"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "semiseg", "train", "--no-report", str(tiny_work), "-o", str(two), *map(str, common)],
                        capture_output=True, text=True, env=env)
+    assert one_p.wait() == 0, one_p.stderr.read()[-3000:]
     assert p.returncode == 0, p.stderr[-3000:]
     na = torch.load(one / "checkpoints/final.pt", weights_only=True)["nets"]
     nb = torch.load(two / "checkpoints/final.pt", weights_only=True)["nets"]
