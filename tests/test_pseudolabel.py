@@ -88,3 +88,30 @@ def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
     pseudolabel_folder([str(run)], bad_in, out3, progress=False)
     assert not (out3 / "scores" / "CASE_002.error").exists()
     assert len(list(csv.DictReader(open(out3 / "scores.csv")))) == 6
+
+
+def test_pseudolabels_take_the_runs_postprocessing_choice(tiny_work, tmp_path):
+    import cc3d
+
+    from semiseg.data.io import read_image
+    from semiseg.training import train
+
+    run = tmp_path / "r"
+    train(tiny_work, run, train_config(iterations=2, val_every=2), progress=False)
+    best = json.loads((run / "summary.json").read_text())["best_iteration"]
+    raw = json.loads((tiny_work / "plans.json").read_text())["dataset_path"]
+    outs = {}
+    for chosen in ([], [1, 2]):
+        (run / "postprocessing.json").write_text(json.dumps({"iteration": best, "largest_component_classes": chosen}))
+        outs[len(chosen)] = out = tmp_path / f"pl{len(chosen)}"
+        pseudolabel_folder([f"{run}@best", f"{run}@final"], f"{raw}/imagesTr", out, progress=False)
+
+    def components(lab, c):
+        return int(cc3d.connected_components((lab == c).astype(np.uint8), connectivity=26).max())
+
+    labs = {k: [read_image(f)[0] for f in sorted(v.glob("*.nii.gz"))] for k, v in outs.items()}
+    assert max(components(x, c) for x in labs[0] for c in (1, 2)) > 1  # the tiny network's maps are scattered
+    assert all(components(x, c) <= 1 for x in labs[2] for c in (1, 2))
+    # the scores measure the members' agreement before the postprocessing: the same both ways
+    for a, b in zip(*(sorted(csv.DictReader(open(outs[k] / "scores.csv")), key=lambda r: r["case"]) for k in (0, 2))):
+        assert a["consensus"] == b["consensus"]

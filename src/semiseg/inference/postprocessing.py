@@ -5,7 +5,7 @@ Training measures it at every validation (the same predictions, with and without
 with each new best checkpoint, writes ``RUN/postprocessing.json``: the checkpoint's iteration, each
 class's Dice both ways and the classes that gained. ``predict`` (and ``export``) apply it to the
 checkpoint it was measured on, ``best``; any other checkpoint predicts without it unless
-``--largest-component`` says otherwise.
+``--largest-component`` says otherwise. ``pseudolabel`` applies it to the pseudo-labels it writes.
 """
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def run_choice(run: Path, iteration: int | None) -> list[int] | None:
     if int(rec.get("iteration", -1)) != int(iteration):
         return None
     return [int(c) for c in rec.get("largest_component_classes", [])]
+
+
+def component_classes(setting, n_classes: int) -> list[int]:
+    """The classes whose largest component alone is kept: ``setting`` True (every foreground class),
+    False/None (none) or a list of classes (a run's choice)."""
+    classes = list(range(1, n_classes))
+    if isinstance(setting, (list, tuple)):
+        return [c for c in classes if c in setting]
+    return classes if setting else []

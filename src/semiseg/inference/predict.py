@@ -25,6 +25,7 @@ from ..preprocessing.cache import preprocess_arrays
 from ..utils import CaseFailures, SemisegError, atomic_path, class_argmax
 from ..utils.device import default_device
 from ..utils.profile import ResourceSampler
+from . import postprocessing
 from .ensemble import MeanProbs
 from .runs import Model, load_models, model_step
 from .sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
@@ -161,9 +162,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     tta = bool(settings.get("tta", False)) if tta is None else tta
     largest_component = settings.get("largest_component", False) if largest_component is None \
         else largest_component
-    classes = list(range(1, p0["num_classes"]))
-    component_classes = [c for c in classes if c in largest_component] \
-        if isinstance(largest_component, (list, tuple)) else (classes if largest_component else [])
+    keep_largest = postprocessing.component_classes(largest_component, p0["num_classes"])
     step = settings.get("step") if step is None else step
     forced_spacing = forced_spacing or settings.get("forced_spacing")
     cases = list_input_cases(in_dir, p0["num_input_channels"], series_uid)
@@ -188,8 +187,8 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp, times)
             t1 = time.time()
             seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
-            if component_classes:
-                seg = keep_largest_component(seg, component_classes)
+            if keep_largest:
+                seg = keep_largest_component(seg, keep_largest)
             times["argmax"] = time.time() - t1
             t1 = time.time()
             if save_probabilities:

@@ -2,7 +2,8 @@
 
 Every unlabeled scan is predicted by M ensemble members: each network of each run (a CPS run
 gives two), each ``RUN@CHECKPOINT``, and with ``tta_members`` each mirroring as a member of its
-own. The pseudo-label is the argmax of the members' mean softmax (in the scan's own geometry);
+own. The pseudo-label is the argmax of the members' mean softmax (in the scan's own geometry),
+with the first run's postprocessing choice for its checkpoint applied (:mod:`..inference.postprocessing`);
 the scores compare each member's argmax ``Y_m`` with that averaged label ``Y_avg``:
 
 - ``consensus`` (Pham et al. eq. 2): the mean over slices ``k`` and members ``m`` of
@@ -37,10 +38,11 @@ from tqdm import tqdm
 from ..data.dataset import Case, label_dtype, read_case_image
 from ..data.io import write_image
 from ..evaluation.metrics import dice_per_class  # NaN where a class is in neither map
+from ..inference import postprocessing
 from ..inference.ensemble import MeanProbs
 from ..inference.predict import case_files, check_folders, list_input_cases, preprocessed_for
 from ..inference.runs import load_models, model_step
-from ..inference.sliding_window import mirror_sets, probs_to_original, sliding_window_probs
+from ..inference.sliding_window import keep_largest_component, mirror_sets, probs_to_original, sliding_window_probs
 from ..planning import Plans
 from ..planning.spacing import lowest_resolution_axis
 from ..utils import CaseFailures, SemisegError, atomic_path, class_argmax, write_json
@@ -130,6 +132,7 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
     ending = p0.get("file_ending", ".nii.gz")
     names = Plans(p0).class_names()
     dtype = label_dtype(p0["num_classes"] - 1)
+    keep_largest = postprocessing.component_classes(models[0].settings.get("largest_component"), p0["num_classes"])
     (out_dir / "scores").mkdir(parents=True, exist_ok=True)
     if overwrite or not table_complete(out_dir, cases):  # work remains: an older table is not this one
         (out_dir / "scores.csv").unlink(missing_ok=True)
@@ -149,6 +152,8 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         row = {"case": cid, "members": len(labels), "slice_axis": "zyx"[axis]}
         row.update(consensus_scores(labels, avg, p0["num_classes"], axis, names))
         row["entropy"] = mean_entropy(probs, labels)
+        if keep_largest:  # the first run's postprocessing choice, after the scores (they measure agreement)
+            avg = keep_largest_component(avg, keep_largest)
         row["foreground_voxels"] = int((avg > 0).sum())
         write_image(avg, geom, target)
         row["seconds"] = round(time.time() - t0, 2)
