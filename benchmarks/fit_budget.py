@@ -15,10 +15,18 @@ of results.csv.
     python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --tag adamw -- --optimizer adamw --lr 3e-3
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 2 --resume
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --plot benchmarks/fit_la8.png
+
+``--recipe`` runs fit's other recipes (``supervised`` is the baseline in the same budget). This
+machine's speed changes from day to day (the ``machine`` column), so recipes are compared side by
+side: two fits at once, each pinned to one core, e.g.
+``OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_budget.py --recipe supervised ... &`` and
+``... taskset -c 1 ... --recipe offline``. When the run chose a postprocessing step on its
+validation cases, the row's notes also give the score without it.
 """
 import argparse
 import csv
 import json
+import os
 import shutil
 import statistics
 from pathlib import Path
@@ -115,6 +123,16 @@ def main():
         done.append(f"{k} {st['seconds'] / 60:.1f} min {what}".strip())
     ev = predict_and_score([run], a.dataset, val_images(a.dataset, work), HERE / "_work" / "runs" / f"{name}-pred",
                            HERE / "_work" / "runs" / f"{name}-predict_profile.csv", a.tolerance)
+    pp = json.loads((run / "postprocessing.json").read_text()) if (run / "postprocessing.json").exists() else {}
+    chosen = pp.get("largest_component_classes") or []
+    post = f"postprocessing chosen on validation: largest component of classes {chosen or 'none'}"
+    if chosen:  # the same model without it, to show what the choice gave
+        raw = predict_and_score([run], a.dataset, val_images(a.dataset, work),
+                                HERE / "_work" / "runs" / f"{name}-pred-raw",
+                                HERE / "_work" / "runs" / f"{name}-predict_profile-raw.csv", a.tolerance,
+                                ["--no-largest-component"])
+        post += (f" (without it: DSC {raw['mean_over_regions']['dsc']:.4f} NSD {raw['mean_over_regions']['nsd']:.4f} "
+                 f"HD95 {raw['mean_over_regions']['hd95']:.2f})")
     CURVES.mkdir(exist_ok=True)
     with open(CURVES / f"{name}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, ["stage", "minutes", "iteration", "val_dice"])
@@ -132,7 +150,8 @@ def main():
            "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}",
            "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} of {a.minutes:g} min (plan+preprocess "
                     f"done before, not counted); stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
-                    f"{ev['per_class_text']}; fit args: {' '.join(a.fit_args) or 'defaults'}"
+                    f"{ev['per_class_text']}; {post}; fit args: {' '.join(a.fit_args) or 'defaults'}; "
+                    f"{len(os.sched_getaffinity(0))} core(s) for the fit and its scoring"
                     f"{'; interrupted, then resumed by the same command (wall_s: the resumed part only)' if resumed else ''}"}
     append_rows([row])
     print(json.dumps(row, indent=1))
