@@ -85,7 +85,8 @@ def cmd_selftrain(a) -> int:
 
 def cmd_fit(a) -> int:
     labeled = read_case_list(a.labeled_list, a.labeled_key) if a.labeled_list else a.labeled
-    opts = {k: v for k, v in (("amp", a.amp), ("device", a.device), ("optimizer", a.optimizer), ("lr", a.lr)) if v}
+    opts = {k: v for k, v in (("amp", a.amp), ("device", a.device), ("optimizer", a.optimizer), ("lr", a.lr),
+                              ("network", a.network), ("patch_size", a.patch_size), ("batch_size", a.batch_size)) if v}
     s = fit(a.dataset, a.out, a.minutes, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
             student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
             log=(lambda m: None) if a.quiet else print)
@@ -232,6 +233,9 @@ def register(add) -> None:
                    "poly decay, nnU-Net; adamw, cosine, learns rare classes sooner in short budgets)")
     p.add_argument("--lr", type=float, help="initial learning rate of every training stage (default 1e-2 sgd, "
                    "1e-3 adamw)")
+    p.add_argument("--network", help="registered network of every training stage (default dynunet)")
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size")
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset: supervised training against `fit` "
             "in the same minutes, evaluated per structure.", cmd_demo)
