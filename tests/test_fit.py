@@ -85,7 +85,7 @@ def test_stages_are_printed_with_their_share():
     assert any("teacher: supervised, 40%" in x for x in lines) and any("student" in x and "rest" in x for x in lines)
 
 
-def test_fit_passes_optimizer_and_lr_to_every_training_stage(tmp_path, monkeypatch):
+def test_fit_passes_training_options_to_every_training_stage(tmp_path, monkeypatch):
     import semiseg.cli.train as cli_train
 
     seen = {}
@@ -98,5 +98,8 @@ def test_fit_passes_optimizer_and_lr_to_every_training_stage(tmp_path, monkeypat
     assert main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--optimizer", "adamw",
                  "--lr", "0.003", "-q"]) == 0
     assert seen["train_options"] == {"optimizer": "adamw", "lr": 0.003}
+    assert main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--network", "transunet",
+                 "--patch-size", "160", "160", "--batch-size", "8", "--no-report", "-q"]) == 0
+    assert seen["train_options"] == {"network": "transunet", "patch_size": [160, 160], "batch_size": 8}
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--optimizer", "adam"])
