@@ -103,7 +103,7 @@ def main():
     from semiseg.utils.profile import ResourceSampler
 
     work = prepared_work(a.dataset, student=a.student)
-    config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "3d"
+    config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "auto"
     name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}{'-' + a.tag if a.tag else ''}"
     run = HERE / "_work" / "runs" / name
     resumed = a.resume and (run / "fit.json").exists()
@@ -141,7 +141,8 @@ def main():
     cfg = json.loads((run / "config.json").read_text())
     row = {"benchmark": "fit_budget", "dataset": a.dataset, "labeled": summ["labeled"],
            "unlabeled": summ["unlabeled"] + summ.get("pseudo_labeled", 0), "method": f"fit {a.recipe}",
-           "networks": f"{cfg['network']} ({config}{', student plan' if a.student else ''})",
+           "networks": f"{cfg['network']} ({cfg['configuration']}{', chosen by --config auto' if config == 'auto' else ''}"
+                       f"{', student plan' if a.student else ''})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
            "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}",

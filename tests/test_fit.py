@@ -20,8 +20,11 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
     s = _fit(ds, tmp_path / "fit")
     out = tmp_path / "fit"
-    st = json.loads((out / "fit.json").read_text())["stages"]
+    fj = json.loads((out / "fit.json").read_text())
+    st = fj["stages"]
     assert list(st) == ["plan", "preprocess", "teacher", "pseudolabel", "student"] and all(v["done"] for v in st.values())
+    # --config auto (the default) decided on the plan, once: these phantoms are not thick-slice scans
+    assert fj["train"]["configuration"] == "3d" and "3D" in fj["configuration_why"]
     assert st["pseudolabel"]["unlabeled"] == 3  # 5 training cases, 2 labeled
     assert 2 <= st["pseudolabel"]["scans"] <= 3  # as many as fit its share of the budget (at least the timed ones)
     assert s["fit"]["recipe"] == "offline" and s["labeled"] == 2
@@ -78,6 +81,13 @@ def test_fit_refuses_bad_input(tmp_path):
     assert (tmp_path / "c" / "x.txt").read_text() == "mine"
     assert main(["fit", str(ds), "-o", str(tmp_path / "d"), "--minutes", "0", "-q"]) == 2
     assert not (tmp_path / "d").exists()
+
+
+def test_auto_configuration_is_2d_for_thick_slices_only():
+    assert fitmod.choose_configuration({"target_spacing": [9.5, 1.5625, 1.5625]})[0] == "2d"  # ACDC cine MRI
+    assert fitmod.choose_configuration({"target_spacing": [1.0, 0.625, 0.625]})[0] == "3d"  # LA
+    assert fitmod.choose_configuration({"target_spacing": [3.0, 1.0, 1.0]})[0] == "3d"  # at the threshold: 3d
+    assert fitmod.choose_configuration({"target_spacing": [1.0, 1.0, 3.5]})[0] == "2d"  # any axis
 
 
 def test_stages_are_printed_with_their_share():

@@ -217,7 +217,9 @@ def register(add) -> None:
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> warm-started student; the best "
                         "measured); bcp, mean-teacher, cps: supervised pre-training then that method; supervised")
-    p.add_argument("--config", default="3d", choices=["3d", "2d"], help="plans.json configuration (default 3d)")
+    p.add_argument("--config", default="auto", choices=["auto", "3d", "2d"],
+                   help="plans.json configuration; auto (default): 2d for thick-slice scans (target spacing's "
+                        "coarsest axis > 3x its finest), else 3d")
     p.add_argument("--student", action="store_true", help="plan the small fast student plan (coarser spacing, "
                    "narrower network; Chen et al. 2023) instead of nnU-Net's")
     g = p.add_mutually_exclusive_group()

@@ -108,7 +108,7 @@ class Demo:
         self.predict_and_score("supervised", run)
 
     def fit(self) -> dict:
-        s = fit(self.out / "work", self.out / "fit", self.minutes, labeled=self.labeled, seed=0,
+        s = fit(self.out / "work", self.out / "fit", self.minutes, configuration="3d", labeled=self.labeled, seed=0,
                 train_options=self.options(), workers=self.workers, progress=self.progress,
                 log=lambda m: self.log(f"[demo] {m}"))
         self.predict_and_score("fit", self.out / "fit")

@@ -47,6 +47,7 @@ from pathlib import Path
 from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
 from ..planning import load_plans, plan
+from ..planning.spacing import ANISOTROPY_THRESHOLD
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
@@ -218,8 +219,19 @@ class Fit:
         return summ
 
 
+def choose_configuration(plans: dict) -> tuple[str, str]:
+    """``--config auto``: the 2D configuration for thick-slice scans (the plan's target spacing has its
+    coarsest axis more than 3x its finest, nnU-Net's anisotropy rule), else 3D; with why."""
+    sp = [float(x) for x in plans["target_spacing"]]
+    ratio = max(sp) / min(sp)
+    if ratio > ANISOTROPY_THRESHOLD:
+        return "2d", (f"target spacing {sp} mm: coarsest axis {ratio:.1f}x the finest (> {ANISOTROPY_THRESHOLD:g}), "
+                      "thick slices: 2D")
+    return "3d", f"target spacing {sp} mm: coarsest axis {ratio:.1f}x the finest (<= {ANISOTROPY_THRESHOLD:g}): 3D"
+
+
 def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFAULT_RECIPE,
-        configuration: str = "3d", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
+        configuration: str = "auto", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
         train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print) -> dict:
     """Run (or continue) ``semiseg fit`` into ``out``; returns OUT/summary.json's content.
     ``labeled``: case IDs, or N for the first N labeled cases of the plan's split (default all)."""
@@ -241,9 +253,11 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
         n_labeled = labeled if isinstance(labeled, int) else None
         if n_labeled is not None and n_labeled < 1:
             raise SemisegError(f"--labeled must be at least 1, not {n_labeled}")
+        if configuration not in ("auto", "3d", "2d"):
+            raise SemisegError(f"--config must be auto, 3d or 2d, not {configuration!r}")
         train_cfg = dict(configuration=configuration, labeled=None if n_labeled else labeled, seed=seed,
                          workers=workers, **(train_options or {}), minutes=1.0)
-        TrainConfig.from_dict(train_cfg)  # refuse bad options now
+        TrainConfig.from_dict(dict(train_cfg, configuration="3d"))  # refuse bad options now
         out.mkdir(parents=True, exist_ok=True)
         s = {"dataset": str(dataset), "recipe": recipe, "minutes": minutes, "student_plan": student_plan,
              "n_labeled": n_labeled,
@@ -273,6 +287,11 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             raise SemisegError(f"--labeled {s['n_labeled']}: the plan has {len(split['labeled'])} labeled cases")
         s["train"]["labeled"], s["n_labeled"] = split["labeled"][:s["n_labeled"]], None
         f.save()
+    if s["train"]["configuration"] == "auto":  # decided once, on the plan
+        s["train"]["configuration"], why = choose_configuration(load_plans(work))
+        s["configuration_why"] = why
+        f.save()
+        f.log(f"configuration: {why}")
     if "training_minutes" not in s:
         s["training_minutes"] = round(minutes - f.spent_s() / 60, 3)
         f.save()
