@@ -29,8 +29,13 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     assert 2 <= st["pseudolabel"]["scans"] <= 3  # as many as fit its share of the budget (at least the timed ones)
     assert s["fit"]["recipe"] == "offline" and s["labeled"] == 2
     # the student started from the teacher and learned from the pseudo-labels
-    cfg = json.loads((out / "config.json").read_text())
+    cfg = json.loads((out / "stages" / "2-student" / "config.json").read_text())
     assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")
+    # OUT is the student's run folder unless the teacher validated strictly better
+    final = fitmod.final_stage(st, ["teacher", "student"])
+    assert s["fit"]["final_stage"].endswith(f"-{final}")
+    assert json.loads((out / "config.json").read_text()) == json.loads(
+        (out / "stages" / ("2-student" if final == "student" else "0-teacher") / "config.json").read_text())
     # half its patches from labeled scans; pseudo-labels trusted for the classes the teacher learned
     assert cfg["pseudo_share"] == 0.5 and cfg["pseudo_classes"] == st["student"]["pseudo_classes"]
     assert isinstance(st["pseudolabel"]["tta_members"], bool) and st["pseudolabel"]["probe_s"] > 0
@@ -88,6 +93,16 @@ def test_auto_configuration_is_2d_for_thick_slices_only():
     assert fitmod.choose_configuration({"target_spacing": [1.0, 0.625, 0.625]})[0] == "3d"  # LA
     assert fitmod.choose_configuration({"target_spacing": [3.0, 1.0, 1.0]})[0] == "3d"  # at the threshold: 3d
     assert fitmod.choose_configuration({"target_spacing": [1.0, 1.0, 3.5]})[0] == "2d"  # any axis
+
+
+def test_the_final_model_is_the_last_stage_unless_an_earlier_one_validated_better():
+    st = {"teacher": {"best_val_dice": 0.72}, "pseudolabel": {"scans": 3}, "student": {"best_val_dice": 0.78}}
+    assert fitmod.final_stage(st, ["teacher", "student"]) == "student"
+    st["student"]["best_val_dice"] = 0.72  # a tie keeps the last
+    assert fitmod.final_stage(st, ["teacher", "student"]) == "student"
+    st["student"]["best_val_dice"] = 0.70
+    assert fitmod.final_stage(st, ["teacher", "student"]) == "teacher"
+    assert fitmod.final_stage({"supervised": {"best_val_dice": 0.5}}, ["supervised"]) == "supervised"
 
 
 def test_stages_are_printed_with_their_share():

@@ -25,6 +25,9 @@ Recipes (``--recipe``; ``docs/benchmarks.md`` has the measurements that chose th
   warm-started from it.
 - ``supervised``: the labels alone, the whole budget (the baseline).
 
+The final model is the last stage's, unless an earlier training stage scored a strictly higher best
+validation Dice (then that one's, logged): the student only where it pays.
+
 Folder ``OUT``: ``fit.json`` (settings and every stage's status, minutes and result), ``log.txt``,
 ``work/`` (the plan and preprocessed cases, unless DATASET was a work folder), ``stages/`` (one
 run folder per training stage, the pseudo-labels), and at the top the final model as a run
@@ -230,6 +233,14 @@ def choose_configuration(plans: dict) -> tuple[str, str]:
     return "3d", f"target spacing {sp} mm: coarsest axis {ratio:.1f}x the finest (<= {ANISOTROPY_THRESHOLD:g}): 3D"
 
 
+def final_stage(stages: dict, trained: list[str]) -> str:
+    """The training stage whose model ``fit`` publishes: the last one, unless an earlier one scored a
+    strictly higher best validation Dice (a student or semi-supervised stage that did not pay)."""
+    last = trained[-1]
+    best = max(trained, key=lambda n: (stages[n].get("best_val_dice", float("-inf")), n == last))
+    return best
+
+
 def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFAULT_RECIPE,
         configuration: str = "auto", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
         train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print) -> dict:
@@ -302,6 +313,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases; recipe {recipe} needs some "
                            "(--recipe supervised uses the labels alone)")
     prev = pseudo = None
+    runs: dict[str, Path] = {}
     for i, stage in enumerate(stages):
         if stage.kind == "pseudolabel":
             pseudo = out / "stages" / f"{i}-pseudolabel"
@@ -350,8 +362,12 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             f.stage(stage.name, go)
             continue
         rest = [s2 for s2 in stages[i:] if s2.kind == "train"]
-        prev = f.train_stage(i, stage, work, prev, pseudo if stage.pseudo else None, rest)
-    summ = f.publish(prev)
-    f.log(f"finished: {f.spent_s() / 60:.1f} of {minutes:g} min; final model ({stages[-1].name}) best validation "
+        prev = runs[stage.name] = f.train_stage(i, stage, work, prev, pseudo if stage.pseudo else None, rest)
+    chosen = final_stage(s["stages"], list(runs))
+    if chosen != stages[-1].name:
+        f.log(f"{stages[-1].name}: best validation Dice {s['stages'][stages[-1].name]['best_val_dice']:.4f}, below "
+              f"{chosen}'s {s['stages'][chosen]['best_val_dice']:.4f}: the final model is {chosen}'s")
+    summ = f.publish(runs[chosen])
+    f.log(f"finished: {f.spent_s() / 60:.1f} of {minutes:g} min; final model ({chosen}) best validation "
           f"Dice {summ['best_val_dice']:.4f}; run folder {out}")
     return summ
