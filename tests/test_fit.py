@@ -105,6 +105,14 @@ def test_the_final_model_is_the_last_stage_unless_an_earlier_one_validated_bette
     assert fitmod.final_stage({"supervised": {"best_val_dice": 0.5}}, ["supervised"]) == "supervised"
 
 
+def test_2d_patch_and_batch_are_capped_unless_given():
+    acdc = {"patch_size": [256, 224], "batch_size": 13}
+    assert fitmod.slice_overrides(acdc, {}) == {"patch_size": [160, 160], "batch_size": 8}
+    assert fitmod.slice_overrides({"patch_size": [64, 80], "batch_size": 6}, {}) == {}  # already within
+    assert fitmod.slice_overrides(acdc, {"patch_size": [192, 192]}) == {}  # the user's choice wins
+    assert fitmod.slice_overrides(acdc, {"batch_size": 20}) == {}
+
+
 def test_stages_are_printed_with_their_share():
     lines = fitmod.describe("offline", 30)
     assert any("teacher: supervised, 40%" in x for x in lines) and any("student" in x and "rest" in x for x in lines)
