@@ -50,33 +50,34 @@ def stage_curves(run: Path) -> list[dict]:
     return rows
 
 
-def plot(dataset: str, subset: str, student: bool, out: Path) -> None:
+def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     prefix = f"{dataset}-{subset}-"
-    files = sorted(CURVES.glob(prefix + "*.csv"))
+    files = sorted(f for f in CURVES.glob(prefix + "*.csv") if not tag or f.stem.endswith("-" + tag))
     if not files:
-        raise SystemExit(f"no curves {CURVES}/{prefix}*.csv")
+        raise SystemExit(f"no curves {CURVES}/{prefix}*{'-' + tag if tag else ''}.csv")
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for f in files:
+    for k, f in enumerate(files):  # one colour per fit; its first stage dotted, the later ones solid
         rows = list(csv.DictReader(open(f)))
-        for stage in dict.fromkeys(r["stage"] for r in rows):
+        for j, stage in enumerate(dict.fromkeys(r["stage"] for r in rows)):
             pts = [r for r in rows if r["stage"] == stage]
-            ax.plot([float(r["minutes"]) for r in pts], [float(r["val_dice"]) for r in pts], lw=1,
-                    label=f"{f.stem[len(prefix):]} {stage}")
+            ax.plot([float(r["minutes"]) for r in pts], [float(r["val_dice"]) for r in pts], lw=1.2,
+                    color=f"C{k % 10}", ls=":" if j == 0 and stage != "supervised" else "-",
+                    label=f"{f.stem[len(prefix):].removesuffix('-' + tag) if tag else f.stem[len(prefix):]} {stage}")
     n_lab = subset.split("_")[-1]
     sup = [float(r["dsc"]) for r in csv.DictReader(open(CSV)) if r["benchmark"] == "supervised_bounds"
            and r["dataset"] == dataset and r["labeled"] == n_lab and float(r["budget_min"] or 0) == 30
            and ("student plan" in r["networks"]) == student and "--iterations" not in r["notes"]]
-    if sup:
+    if sup and not tag:  # a tagged (side-by-side) set has its own supervised fit among its curves
         ax.axhline(statistics.mean(sup), color="k", ls="--", lw=1,
                    label=f"supervised 30 min, mean of {len(sup)} (original geometry)")
-    ax.set_xlabel("minutes of the whole fit (2 CPU cores)")
+    ax.set_xlabel(f"minutes of the whole fit ({'one CPU core each' if '1core' in tag else '2 CPU cores'})")
     ax.set_ylabel("validation Dice (training grid)")
-    ax.set_title(f"semiseg fit, {dataset} {subset}")
+    ax.set_title(f"semiseg fit, {dataset} {subset}{', ' + tag if tag else ''}")
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -95,11 +96,12 @@ def main():
     ap.add_argument("--tag", default="", help="appended to the run's name (for runs with extra fit flags)")
     ap.add_argument("--resume", action="store_true",
                     help="finish an interrupted run of the same name (fit resumes it) instead of starting afresh")
-    ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset")
+    ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset "
+                    "(with --tag: only the runs of that tag)")
     ap.add_argument("fit_args", nargs="*", help="extra `semiseg fit` flags (after --), e.g. --config 2d")
     a = ap.parse_args()
     if a.plot:
-        return plot(a.dataset, a.subset, a.student, a.plot)
+        return plot(a.dataset, a.subset, a.student, a.plot, a.tag)
     from semiseg.utils.profile import ResourceSampler
 
     work = prepared_work(a.dataset, student=a.student)
