@@ -103,6 +103,12 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    """The plan's patch and batch overrides, shared by train, selftrain and fit."""
+    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
+
+
 def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
     """The training options, shared by train and selftrain (which chooses its pseudo-labels itself)."""
     p.add_argument("work", metavar="WORK")
@@ -122,14 +128,13 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
     p.add_argument("--depth", type=int, help="network depth (stages)")
     p.add_argument("--network-options", metavar="JSON", help="other network options, e.g. '{\"hidden_size\": 384}' "
                    "(an option the network does not have is an error)")
-    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
+    add_shape_args(p)
     p.add_argument("--slice-position", action="store_true",
                    help="2d: give the networks each slice's position PE(k) = k / T (Pham et al. 2022, eq. 1); "
                         "deeplabv3plus and transunet embed it before their head, other networks take it as one "
                         "more input channel")
     p.add_argument("--init", metavar="RUN[@CKPT]", help="warm start: every network starts from that finished run's "
                    "weights (same plan and network; the schedule starts fresh; default checkpoint best)")
-    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size (global, over all processes)")
     p.add_argument("--unlabeled-batch", type=int,
                    help="unlabeled patches per global batch (default: the method's; cps: as many as labeled)")
     g = p.add_argument_group("pseudo-labels made during training (cps, mean-teacher)")
@@ -238,8 +243,7 @@ def register(add) -> None:
     p.add_argument("--lr", type=float, help="initial learning rate of every training stage (default 1e-2 sgd, "
                    "1e-3 adamw)")
     p.add_argument("--network", help="registered network of every training stage (default dynunet)")
-    p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch (z y x, or y x for 2d)")
-    p.add_argument("--batch-size", type=int, help="override the plan's labeled batch size")
+    add_shape_args(p)
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset: supervised training against `fit` "
             "in the same minutes, evaluated per structure.", cmd_demo)

@@ -55,7 +55,7 @@ from pathlib import Path
 from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
 from ..planning import load_plans, plan
-from ..planning.spacing import ANISOTROPY_THRESHOLD
+from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
@@ -231,19 +231,16 @@ def choose_configuration(plans: dict) -> tuple[str, str]:
     """``--config auto``: the 2D configuration for thick-slice scans (the plan's target spacing has its
     coarsest axis more than 3x its finest, nnU-Net's anisotropy rule), else 3D; with why."""
     sp = [float(x) for x in plans["target_spacing"]]
-    ratio = max(sp) / min(sp)
-    if ratio > ANISOTROPY_THRESHOLD:
-        return "2d", (f"target spacing {sp} mm: coarsest axis {ratio:.1f}x the finest (> {ANISOTROPY_THRESHOLD:g}), "
-                      "thick slices: 2D")
-    return "3d", f"target spacing {sp} mm: coarsest axis {ratio:.1f}x the finest (<= {ANISOTROPY_THRESHOLD:g}): 3D"
+    thick = is_anisotropic(sp)
+    return ("2d" if thick else "3d"), (f"target spacing {sp} mm: coarsest axis {max(sp) / min(sp):.1f}x the finest "
+                                       f"({'>' if thick else '<='} {ANISOTROPY_THRESHOLD:g}): "
+                                       f"{'thick slices: 2D' if thick else '3D'}")
 
 
 def final_stage(stages: dict, trained: list[str]) -> str:
     """The training stage whose model ``fit`` publishes: the last one, unless an earlier one scored a
     strictly higher best validation Dice (a student or semi-supervised stage that did not pay)."""
-    last = trained[-1]
-    best = max(trained, key=lambda n: (stages[n].get("best_val_dice", float("-inf")), n == last))
-    return best
+    return max(trained, key=lambda n: (stages[n].get("best_val_dice", float("-inf")), n == trained[-1]))
 
 
 SLICE_PATCH_MAX = 160  # fit's 2D patch side and labeled batch caps (measured; see slice_overrides)
@@ -322,13 +319,14 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             raise SemisegError(f"--labeled {s['n_labeled']}: the plan has {len(split['labeled'])} labeled cases")
         s["train"]["labeled"], s["n_labeled"] = split["labeled"][:s["n_labeled"]], None
         f.save()
+    plans = load_plans(work)
     if s["train"]["configuration"] == "auto":  # decided once, on the plan
-        s["train"]["configuration"], why = choose_configuration(load_plans(work))
+        s["train"]["configuration"], why = choose_configuration(plans)
         s["configuration_why"] = why
         f.save()
         f.log(f"configuration: {why}")
     if s["train"]["configuration"] == "2d" and "slice_overrides" not in s:  # decided once, on the plan
-        plan_cfg = load_plans(work).configuration("2d")
+        plan_cfg = plans.configuration("2d")
         s["slice_overrides"] = slice_overrides(plan_cfg, s["train"])
         s["train"].update(s["slice_overrides"])
         f.save()
