@@ -52,6 +52,13 @@ def test_schedule():
     assert learning_rate(c, 0.5) == pytest.approx(1e-2 * 0.5 ** 0.9)
     a = train_config(optimizer="adamw")
     assert learning_rate(a, 1) == pytest.approx(0, abs=1e-12) and learning_rate(a, 0.02) == pytest.approx(1e-3)
+    # a run that is the part 0.6..1 of a longer schedule (a continuing stage) starts at that schedule's 0.6
+    part = train_config(schedule_span=[0.6, 1.0])
+    assert learning_rate(part, 0) == pytest.approx(learning_rate(c, 0.6)) and learning_rate(part, 1) == 0
+    assert learning_rate(part, 0.5) == pytest.approx(learning_rate(c, 0.8))
+    for bad in ([0.6, 0.6], [0.5], [-0.1, 1], [0, 1.5]):
+        with pytest.raises(SemisegError, match="schedule_span"):
+            train_config(schedule_span=bad)
 
 
 def _cli(*args):

@@ -1,4 +1,5 @@
 """``semiseg fit``: stages in one budget, one run folder at the end, resumable, bad input refused."""
+import csv
 import json
 
 import pytest
@@ -136,3 +137,20 @@ def test_fit_passes_training_options_to_every_training_stage(tmp_path, monkeypat
     assert seen["train_options"] == {"network": "transunet", "patch_size": [160, 160], "batch_size": 8}
     with pytest.raises(SystemExit):
         main(["fit", str(tmp_path), "-o", str(tmp_path / "o"), "--minutes", "1", "--optimizer", "adam"])
+
+
+def test_a_continuing_student_runs_the_rest_of_the_teachers_schedule(tmp_path):
+    """offline-continued: teacher and student share one learning-rate schedule; the student starts
+    where the teacher's part ended instead of at the full rate."""
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    _fit(ds, tmp_path / "fit", recipe="offline-continued")
+    out = tmp_path / "fit"
+    st = json.loads((out / "fit.json").read_text())["stages"]
+    a, b = st["teacher"]["schedule_span"]
+    assert a == 0 and 0.5 < b < 1 and st["student"]["schedule_span"] == [b, 1]
+    teacher = json.loads((out / "stages" / "0-teacher" / "config.json").read_text())
+    student = json.loads((out / "stages" / "2-student" / "config.json").read_text())
+    assert teacher["schedule_span"] == [a, b] and student["schedule_span"] == [b, 1]
+    # the student's first logged rate is the teacher's last part of the schedule, not 1e-2
+    rows = [r for r in csv.DictReader(open(out / "stages" / "2-student" / "metrics.csv")) if r.get("lr")]
+    assert float(rows[0]["lr"]) <= 1e-2 * (1 - b) ** 0.9 + 1e-9

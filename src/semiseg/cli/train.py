@@ -49,7 +49,8 @@ def train_config(a) -> TrainConfig:
                       class_weights=a.class_weights, pseudo_share=a.pseudo_share,
                       pseudo_classes=a.pseudo_classes,
                       select="all" if a.cmd == "selftrain" else a.select, select_score=a.select_score,
-                      minutes=a.minutes, iterations=a.iterations, optimizer=a.optimizer, lr=a.lr,
+                      minutes=a.minutes, iterations=a.iterations, schedule_span=a.schedule_span,
+                      optimizer=a.optimizer, lr=a.lr,
                       weight_decay=a.weight_decay, loss=a.loss, fg_oversample=a.fg_oversample, aug=aug,
                       val_every=a.val_every, val_step=a.val_step, log_every=a.log_every, seed=a.seed,
                       workers=a.workers, amp=a.amp, device=a.device)
@@ -170,6 +171,9 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
                    "it, so a method with slower steps decays its rate faster per step)")
     g.add_argument("--iterations", type=int, help="iteration budget (the schedule fits it; with --minutes, whichever "
                    "ends first); to compare methods step for step, give them the same --iterations")
+    g.add_argument("--schedule-span", type=float, nargs=2, metavar=("A", "B"),
+                   help="the budget runs the part A..B (0 <= A < B <= 1) of one longer learning-rate schedule, e.g. "
+                   "--init RUN --schedule-span 0.6 1 continues a run that ran 0 0.6 (default 0 1: a fresh schedule)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd: Nesterov, poly decay (nnU-Net); adamw: cosine")
     g.add_argument("--lr", type=float, help="initial learning rate (default 1e-2 sgd, 1e-3 adamw)")

@@ -8,8 +8,12 @@ import torch
 
 
 def learning_rate(cfg, progress: float) -> float:
-    """SGD: nnU-Net's poly decay; AdamW: a short linear warm-up, then cosine."""
+    """SGD: nnU-Net's poly decay; AdamW: a short linear warm-up, then cosine. ``progress`` (0..1 of
+    the run's budget) maps onto ``cfg.schedule_span`` of the schedule when one is set."""
     p = min(max(progress, 0.0), 1.0)
+    if getattr(cfg, "schedule_span", None):
+        a, b = (float(x) for x in cfg.schedule_span)
+        p = a + (b - a) * p
     if cfg.optimizer == "sgd":
         return cfg.lr0 * (1 - p) ** 0.9
     warm = 0.02

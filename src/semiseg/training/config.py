@@ -40,6 +40,8 @@ class TrainConfig:
     class_weights: bool = False        # DHC's distribution-aware class weights on pseudo-label losses
     minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
     iterations: int | None = None      # iteration budget (the schedule runs over it)
+    schedule_span: list | None = None  # [A, B]: the budget runs this part of one longer learning-rate schedule
+    #   (a stage continuing its predecessor's schedule, as fit's offline teacher -> student); default [0, 1]
     optimizer: str = "sgd"             # sgd (Nesterov, poly decay, nnU-Net) | adamw (cosine)
     lr: float | None = None            # default 1e-2 (sgd) / 1e-3 (adamw)
     weight_decay: float | None = None  # default 3e-5 (sgd) / 1e-2 (adamw)
@@ -70,6 +72,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise SemisegError(f"--{name} must be positive, not {v}")
+        if self.schedule_span is not None:
+            span = self.schedule_span
+            if len(span) != 2 or not 0 <= float(span[0]) < float(span[1]) <= 1:
+                raise SemisegError(f"schedule_span must be [A, B] with 0 <= A < B <= 1, not {list(span)}")
         if self.pseudo_labels is not None:
             parse_select(self.select)
         if self.pseudo_classes is not None and not all(isinstance(c, int) and c >= 1 for c in self.pseudo_classes):

@@ -93,11 +93,16 @@ class Stage:
     share: float | None = None
     config: dict = field(default_factory=dict)
     pseudo: bool = False  # train on the labels plus the pseudo-labels of the last pseudolabel stage
+    continues: bool = False  # continue the previous training stage's learning-rate schedule (schedule_span)
+    #   instead of starting a fresh one at the full rate
 
 
 RECIPES: dict[str, list[Stage]] = {
     "offline": [Stage("teacher", share=0.4), Stage("pseudolabel", "pseudolabel"),
                 Stage("student", config={"select": "all", "pseudo_share": 0.5}, pseudo=True)],
+    "offline-continued": [Stage("teacher", share=0.6), Stage("pseudolabel", "pseudolabel"),
+                          Stage("student", config={"select": "all", "pseudo_share": 0.5}, pseudo=True,
+                                continues=True)],
     "bcp": [Stage("pretrain", share=0.5, config={"method_options": {"mix": "copy-paste"}}),
             Stage("mean-teacher", config={"method": "mean-teacher", "method_options": {"mix": "copy-paste"}})],
     "mean-teacher": [Stage("pretrain", share=0.5),
@@ -123,6 +128,7 @@ def describe(recipe: str, minutes: float) -> list[str]:
         else:
             share = f"{st.share:.0%} of the training budget" if st.share else "the rest of the budget"
             extra = " on labels + pseudo-labels" if st.pseudo else ""
+            extra += ", continuing its learning-rate schedule" if st.continues else ""
             lines.append(f"{st.name}: {st.config.get('method', 'supervised')}{extra}, {share}")
     return lines
 
@@ -161,7 +167,10 @@ class Fit:
         return st
 
     def train_stage(self, i: int, stage: Stage, work: Path, prev: Path | None, pseudo: Path | None,
-                    training_left: list[Stage]) -> Path:
+                    training_left: list[Stage], span_start: float, reserve_min: float) -> Path:
+        """``span_start``: where this stage's part of the schedule starts (0, or where the previous stage's
+        ended when this one continues it); ``reserve_min``: minutes the stages between this one and the
+        next training stage are given (pseudo-labelling), when that one continues this one's schedule."""
         run = self.out / "stages" / f"{i}-{stage.name}"
 
         def go(st):
@@ -180,10 +189,17 @@ class Fit:
                              "anyway")
                     minutes = MIN_STAGE_MINUTES
                 st["minutes"] = round(minutes, 3)
+                end = 1.0
+                if len(training_left) > 1 and training_left[1].continues:  # one schedule over both stages:
+                    later = max(left - minutes - reserve_min, MIN_STAGE_MINUTES)  # this one's share of it
+                    end = span_start + (1 - span_start) * minutes / (minutes + later)
+                st["schedule_span"] = [round(span_start, 4), round(end, 4)]
                 self.save()
             cfg = dict(self.s["train"], **stage.config, minutes=st["minutes"],
                        checkpoint_minutes=CHECKPOINT_MINUTES)
             cfg["method_options"] = dict(stage.config.get("method_options", {}))
+            if st.get("schedule_span", [0, 1]) != [0, 1]:
+                cfg["schedule_span"] = st["schedule_span"]
             if prev is not None:
                 cfg["init"] = f"{prev}@best"
             if pseudo is not None:
@@ -343,7 +359,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
     if any(st.kind == "pseudolabel" for st in stages) and not unlabeled:
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases; recipe {recipe} needs some "
                            "(--recipe supervised uses the labels alone)")
-    prev = pseudo = None
+    prev = pseudo = prev_name = None
     runs: dict[str, Path] = {}
     for i, stage in enumerate(stages):
         if stage.kind == "pseudolabel":
@@ -393,7 +409,11 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             f.stage(stage.name, go)
             continue
         rest = [s2 for s2 in stages[i:] if s2.kind == "train"]
-        prev = runs[stage.name] = f.train_stage(i, stage, work, prev, pseudo if stage.pseudo else None, rest)
+        start = s["stages"][prev_name]["schedule_span"][1] if stage.continues and prev_name else 0.0
+        reserve = PSEUDOLABEL_SHARE * minutes if any(s2.kind == "pseudolabel" for s2 in stages[i + 1:]) else 0.0
+        prev = runs[stage.name] = f.train_stage(i, stage, work, prev, pseudo if stage.pseudo else None, rest,
+                                                start, reserve)
+        prev_name = stage.name
     chosen = final_stage(s["stages"], list(runs))
     if chosen != stages[-1].name:
         f.log(f"{stages[-1].name}: best validation Dice {s['stages'][stages[-1].name]['best_val_dice']:.4f}, below "
