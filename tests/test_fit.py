@@ -87,6 +87,9 @@ def test_fit_refuses_bad_input(tmp_path):
     assert (tmp_path / "c" / "x.txt").read_text() == "mine"
     assert main(["fit", str(ds), "-o", str(tmp_path / "d"), "--minutes", "0", "-q"]) == 2
     assert not (tmp_path / "d").exists()
+    for bad in ("0", "1", "1.5"):
+        assert main(["fit", str(ds), "-o", str(tmp_path / "e"), "--minutes", "1", "--teacher-share", bad, "-q"]) == 2
+    assert not (tmp_path / "e").exists()
 
 
 def test_auto_configuration_is_2d_for_thick_slices_only():
@@ -117,6 +120,9 @@ def test_2d_patch_and_batch_are_capped_unless_given():
 def test_stages_are_printed_with_their_share():
     lines = fitmod.describe("offline", 30)
     assert any("teacher: supervised, 40%" in x for x in lines) and any("student" in x and "rest" in x for x in lines)
+    lines = fitmod.describe("offline-continued", 30, teacher_share=0.75)
+    assert any("teacher: supervised, 75%" in x for x in lines)
+    assert any("student" in x and "continuing its learning-rate schedule" in x for x in lines)
 
 
 def test_fit_passes_training_options_to_every_training_stage(tmp_path, monkeypatch):
@@ -143,9 +149,10 @@ def test_a_continuing_student_runs_the_rest_of_the_teachers_schedule(tmp_path):
     """offline-continued: teacher and student share one learning-rate schedule; the student starts
     where the teacher's part ended instead of at the full rate."""
     ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
-    _fit(ds, tmp_path / "fit", recipe="offline-continued")
+    _fit(ds, tmp_path / "fit", recipe="offline-continued", teacher_share=0.7)
     out = tmp_path / "fit"
     st = json.loads((out / "fit.json").read_text())["stages"]
+    assert st["teacher"]["minutes"] == pytest.approx(0.7 * 0.3, abs=0.02)  # --teacher-share (of the training budget)
     a, b = st["teacher"]["schedule_span"]
     assert a == 0 and 0.5 < b < 1 and st["student"]["schedule_span"] == [b, 1]
     teacher = json.loads((out / "stages" / "0-teacher" / "config.json").read_text())

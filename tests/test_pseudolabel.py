@@ -10,6 +10,7 @@ from conftest import train_config
 
 from semiseg.planning.spacing import lowest_resolution_axis
 from semiseg.pseudolabels.pseudolabel import consensus_scores, mean_entropy, pseudolabel_folder
+from semiseg.pseudolabels.selection import read_scores
 from semiseg.utils import SemisegError
 
 
@@ -44,8 +45,14 @@ def test_pseudolabel_folder_from_a_cps_run(tiny_work, tmp_path):
     train(tiny_work, run, train_config(method="cps", labeled=split["labeled"][:2], iterations=2), progress=False)
     raw = json.loads((tiny_work / "plans.json").read_text())["dataset_path"]
     out = tmp_path / "pl"
-    with pytest.raises(SemisegError, match="at least two"):
-        pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, nets=["net1"], progress=False)
+    # one member: the pseudo-labels and the entropy, no consensus (nothing to agree with)
+    one = pseudolabel_folder([str(run)], f"{raw}/imagesTr", tmp_path / "one", nets=["net1"], progress=False)
+    assert one["members"] == 1 and one["done"] == 6
+    rows = list(csv.DictReader(open(tmp_path / "one" / "scores.csv")))
+    assert "consensus" not in rows[0] and all(float(r["entropy"]) >= 0 for r in rows)
+    with pytest.raises(SemisegError, match="no score column 'consensus'"):
+        read_scores(tmp_path / "one", "consensus")
+    assert len(read_scores(tmp_path / "one", "entropy", skip_empty=False)) == 6
     # two shards, as two ranks would run them; the last to finish leaves the whole table
     a = pseudolabel_folder([str(run)], f"{raw}/imagesTr", out, num_parts=2, part_id=0, progress=False)
     # the first part alone leaves no table: a scores.csv of half the scans would be taken as all of them

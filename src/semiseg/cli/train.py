@@ -90,6 +90,7 @@ def cmd_fit(a) -> int:
                               ("network", a.network), ("patch_size", a.patch_size), ("batch_size", a.batch_size)) if v}
     s = fit(a.dataset, a.out, a.minutes, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
             student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
+            teacher_share=a.teacher_share,
             log=(lambda m: None) if a.quiet else print)
     f = s["fit"]
     print(f"fit {f['recipe']}: {f['used_minutes']:g} of {f['minutes']:g} min; best validation Dice "
@@ -228,6 +229,9 @@ def register(add) -> None:
                         "semi-supervised recipe measured); bcp, mean-teacher, cps: supervised pre-training then "
                         "that method; supervised (the labels alone: in 30 CPU minutes as good on LA-8 and better "
                         "on ACDC-7, docs/benchmarks.md)")
+    p.add_argument("--teacher-share", type=float, metavar="F", help="share of the training budget for the first "
+                   "training stage (the teacher, or the pre-training; default the recipe's: offline 0.4, "
+                   "offline-continued 0.6, bcp/mean-teacher/cps 0.5)")
     p.add_argument("--config", default="auto", choices=["auto", "3d", "2d"],
                    help="plans.json configuration; auto (default): 2d for thick-slice scans (target spacing's "
                         "coarsest axis > 3x its finest), else 3d")

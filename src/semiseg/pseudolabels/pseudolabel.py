@@ -13,7 +13,8 @@ the scores compare each member's argmax ``Y_m`` with that averaged label ``Y_avg
 - ``consensus_3d``: the same with whole volumes instead of slices;
 - ``consensus_3d_<class>``: per class (empty in every map: 1.0, nothing to disagree on);
 - ``entropy``: the mean voxel entropy of the averaged softmax over the voxels that any member
-  calls foreground (0 when none does), a score that needs no second model.
+  calls foreground (0 when none does), a score that needs no second model (a single member gets it
+  alone: the consensus columns need two members or more).
 
 Streaming: one scan at a time in memory (the running sum of probabilities and M label maps of
 uint8). Resumable: a scan whose label and score file exist is skipped. Shardable: ``num_parts`` /
@@ -124,9 +125,6 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
     models = load_models(runs, checkpoint, nets, dev, backend)
     p0 = models[0].plans
     n_members = sum(len(m.nets) * len(_flip_sets(m, tta_members)) for m in models)
-    if n_members < 2:
-        raise SemisegError("a consensus needs at least two ensemble members: give several runs, a CPS run, "
-                           "RUN@best RUN@final, or --tta-members")
     cases = list_input_cases(in_dir, p0["num_input_channels"])
     ids = sorted(cases)[part_id::num_parts]
     ending = p0.get("file_ending", ".nii.gz")
@@ -150,7 +148,8 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         avg = class_argmax(probs, 0).numpy().astype(dtype)
         axis = lowest_resolution_axis(geom.spacing_zyx)
         row = {"case": cid, "members": len(labels), "slice_axis": "zyx"[axis]}
-        row.update(consensus_scores(labels, avg, p0["num_classes"], axis, names))
+        if len(labels) > 1:  # one member has nothing to agree with: its scan gets the entropy alone
+            row.update(consensus_scores(labels, avg, p0["num_classes"], axis, names))
         row["entropy"] = mean_entropy(probs, labels)
         if keep_largest:  # the first run's postprocessing choice, after the scores (they measure agreement)
             avg = keep_largest_component(avg, keep_largest)

@@ -46,6 +46,7 @@ scans already written. A stage's minutes are fixed when it first starts.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import shutil
 import time
@@ -74,6 +75,12 @@ def learned_classes(run: Path, gate: float) -> list[int]:
     return [i + 1 for i, k in enumerate(cols) if float(row[k] or 0) >= gate]
 
 
+def ended_best(run: Path) -> bool:
+    """The run's best checkpoint is its final one (then the two are one ensemble member, not two)."""
+    summ = read_json(run / "summary.json", "run summary")
+    return summ["best_iteration"] == summ["iterations"]
+
+
 RUN_FILES = ("config.json", "plans.json", "networks.json", "split.json", "metrics.csv", "progress.png",
              "postprocessing.json")
 CHECKPOINT_MINUTES = 1.0
@@ -99,9 +106,9 @@ class Stage:
 
 RECIPES: dict[str, list[Stage]] = {
     "offline": [Stage("teacher", share=0.4), Stage("pseudolabel", "pseudolabel"),
-                Stage("student", config={"select": "all", "pseudo_share": 0.5}, pseudo=True)],
+                Stage("student", config={"select": "all", "select_score": "entropy", "pseudo_share": 0.5}, pseudo=True)],
     "offline-continued": [Stage("teacher", share=0.6), Stage("pseudolabel", "pseudolabel"),
-                          Stage("student", config={"select": "all", "pseudo_share": 0.5}, pseudo=True,
+                          Stage("student", config={"select": "all", "select_score": "entropy", "pseudo_share": 0.5}, pseudo=True,
                                 continues=True)],
     "bcp": [Stage("pretrain", share=0.5, config={"method_options": {"mix": "copy-paste"}}),
             Stage("mean-teacher", config={"method": "mean-teacher", "method_options": {"mix": "copy-paste"}})],
@@ -117,10 +124,15 @@ def is_work_folder(path: Path) -> bool:
     return (path / "plans.json").exists() and (path / "preprocessed" / "summary.json").exists()
 
 
-def describe(recipe: str, minutes: float) -> list[str]:
+def describe(recipe: str, minutes: float, teacher_share: float | None = None) -> list[str]:
     """One line per stage with its share of the budget (what ``fit`` prints first)."""
     lines = ["plan + preprocess: measured, counted in the budget (none for a preprocessed work folder)"]
+    first = True
     for st in RECIPES[recipe]:
+        if st.kind == "train" and first:
+            first = False
+            if st.share is not None and teacher_share:
+                st = dataclasses.replace(st, share=teacher_share)
         if st.kind == "pseudolabel":
             lines.append(f"{st.name}: the unlabeled scans with the teacher in {PSEUDOLABEL_SHARE:.0%} of the budget "
                          "(its mirrorings as members when every scan fits, else its best and final checkpoints "
@@ -176,8 +188,11 @@ class Fit:
         def go(st):
             if "minutes" not in st:  # fixed once, so a resumed stage keeps its budget
                 left = self.s["minutes"] - self.spent_s() / 60
-                if stage.share is not None:
-                    minutes = self.s["training_minutes"] * stage.share
+                share = stage.share
+                if share is not None and prev is None and self.s.get("teacher_share"):
+                    share = self.s["teacher_share"]  # --teacher-share: the first stage's share
+                if share is not None:
+                    minutes = self.s["training_minutes"] * share
                 else:
                     minutes = left / max(1, sum(1 for s in training_left if s.share is None))
                 if minutes < MIN_STAGE_MINUTES:
@@ -280,9 +295,11 @@ def slice_overrides(plan_cfg: dict, train: dict) -> dict:
 
 def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFAULT_RECIPE,
         configuration: str = "auto", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
-        train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print) -> dict:
+        train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print,
+        teacher_share: float | None = None) -> dict:
     """Run (or continue) ``semiseg fit`` into ``out``; returns OUT/summary.json's content.
-    ``labeled``: case IDs, or N for the first N labeled cases of the plan's split (default all)."""
+    ``labeled``: case IDs, or N for the first N labeled cases of the plan's split (default all).
+    ``teacher_share``: the first training stage's share of the training budget (default the recipe's)."""
     dataset, out = Path(dataset).resolve(), Path(out).resolve()
     if (out / "fit.json").exists():  # continue with the saved settings
         s = read_json(out / "fit.json", "fit settings")
@@ -294,6 +311,8 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             raise SemisegError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
         if minutes <= 0:
             raise SemisegError(f"--minutes must be positive, not {minutes}")
+        if teacher_share is not None and not 0 < teacher_share < 1:
+            raise SemisegError(f"--teacher-share must be in (0, 1), not {teacher_share}")
         if out.exists() and any(out.iterdir()):
             raise SemisegError(f"{out}: exists and is not a fit folder (no fit.json); choose another -o")
         if not is_work_folder(dataset):
@@ -308,12 +327,12 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
         TrainConfig.from_dict(dict(train_cfg, configuration="3d"))  # refuse bad options now
         out.mkdir(parents=True, exist_ok=True)
         s = {"dataset": str(dataset), "recipe": recipe, "minutes": minutes, "student_plan": student_plan,
-             "n_labeled": n_labeled,
+             "n_labeled": n_labeled, "teacher_share": teacher_share,
              "train": {k: v for k, v in train_cfg.items() if k != "minutes"}, "stages": {}}
         write_json(s, out / "fit.json")
     f = Fit(out, s, progress, log)
     f.log(f"recipe {recipe} in {minutes:g} min in total:")
-    for line in describe(recipe, minutes):
+    for line in describe(recipe, minutes, s.get("teacher_share")):
         f.log(f"  {line}")
 
     if is_work_folder(dataset):
@@ -385,7 +404,8 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                     st["tta_members"] = per_scan * len(unlabeled) <= PSEUDOLABEL_SHARE * 60 * s["minutes"]
                     st["probe_s"] = round(per_scan, 2)
                     f.save()
-                runs = [f"{teacher}@best"] if st["tta_members"] else [f"{teacher}@best", f"{teacher}@final"]
+                runs = [f"{teacher}@best"] if st["tta_members"] or ended_best(teacher) else \
+                    [f"{teacher}@best", f"{teacher}@final"]
                 todo = unlabeled
                 if not st["tta_members"]:
                     if "n_scans" not in st:  # time the members on the first scans (every scan with the same
