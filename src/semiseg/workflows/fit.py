@@ -104,12 +104,13 @@ class Stage:
     #   instead of starting a fresh one at the full rate
 
 
+STUDENT = {"select": "all", "select_score": "entropy", "pseudo_share": 0.5}  # every pseudo-label (entropy:
+#   the score a single member has), half of the patches from labeled scans
 RECIPES: dict[str, list[Stage]] = {
     "offline": [Stage("teacher", share=0.4), Stage("pseudolabel", "pseudolabel"),
-                Stage("student", config={"select": "all", "select_score": "entropy", "pseudo_share": 0.5}, pseudo=True)],
+                Stage("student", config=STUDENT, pseudo=True)],
     "offline-continued": [Stage("teacher", share=0.6), Stage("pseudolabel", "pseudolabel"),
-                          Stage("student", config={"select": "all", "select_score": "entropy", "pseudo_share": 0.5}, pseudo=True,
-                                continues=True)],
+                          Stage("student", config=STUDENT, pseudo=True, continues=True)],
     "bcp": [Stage("pretrain", share=0.5, config={"method_options": {"mix": "copy-paste"}}),
             Stage("mean-teacher", config={"method": "mean-teacher", "method_options": {"mix": "copy-paste"}})],
     "mean-teacher": [Stage("pretrain", share=0.5),
@@ -135,8 +136,8 @@ def describe(recipe: str, minutes: float, teacher_share: float | None = None) ->
                 st = dataclasses.replace(st, share=teacher_share)
         if st.kind == "pseudolabel":
             lines.append(f"{st.name}: the unlabeled scans with the teacher in {PSEUDOLABEL_SHARE:.0%} of the budget "
-                         "(its mirrorings as members when every scan fits, else its best and final checkpoints "
-                         "on as many scans as fit); measured, counted")
+                         "(its mirrorings as members when every scan fits, else its best and final checkpoints, "
+                         "one member when they are the same, on as many scans as fit); measured, counted")
         else:
             share = f"{st.share:.0%} of the training budget" if st.share else "the rest of the budget"
             extra = " on labels + pseudo-labels" if st.pseudo else ""
@@ -417,7 +418,8 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                         f.save()
                     todo = unlabeled[:st["n_scans"]]
                 how = ("mirrorings" if st["tta_members"] else
-                       f"best and final checkpoints, no mirroring, {st['scan_s']:.1f} s per scan")
+                       f"{'best and final checkpoints' if len(runs) > 1 else 'its best checkpoint, its final one'}, "
+                       f"no mirroring, {st['scan_s']:.1f} s per scan")
                 f.log(f"pseudolabel: {len(todo)} of {len(unlabeled)} unlabeled scans with {teacher}, members: {how} "
                       f"(mirrorings take {st['probe_s']:.1f} s per scan; used when every scan fits "
                       f"{PSEUDOLABEL_SHARE:.0%} of the budget, else as many scans as fit it) -> {pseudo}")
