@@ -28,7 +28,7 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     assert fj["train"]["configuration"] == "3d" and "3D" in fj["configuration_why"]
     assert st["pseudolabel"]["unlabeled"] == 3  # 5 training cases, 2 labeled
     assert 2 <= st["pseudolabel"]["scans"] <= 3  # as many as fit its share of the budget (at least the timed ones)
-    assert s["fit"]["recipe"] == "offline" and s["labeled"] == 2
+    assert s["fit"]["recipe"] == "offline-continued" and s["labeled"] == 2
     # the student started from the teacher and learned from the pseudo-labels
     cfg = json.loads((out / "stages" / "2-student" / "config.json").read_text())
     assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")

@@ -225,10 +225,11 @@ def register(add) -> None:
     p.add_argument("--minutes", type=float, required=True, help="total wall-clock budget of every stage")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
-                   help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> warm-started student; the best "
-                        "semi-supervised recipe measured); bcp, mean-teacher, cps: supervised pre-training then "
-                        "that method; supervised (the labels alone: in 30 CPU minutes as good on LA-8 and better "
-                        "on ACDC-7, docs/benchmarks.md)")
+                   help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> a student warm-started from the "
+                        "teacher that continues its learning-rate schedule; the best semi-supervised recipe "
+                        "measured); offline (the student restarts the schedule); bcp, mean-teacher, cps: supervised "
+                        "pre-training then that method; supervised (the labels alone: in 30 CPU minutes as good on "
+                        "LA-8 and better on ACDC-7, docs/benchmarks.md)")
     p.add_argument("--teacher-share", type=float, metavar="F", help="share of the training budget for the first "
                    "training stage (the teacher, or the pre-training; default the recipe's: offline 0.4, "
                    "offline-continued 0.6, bcp/mean-teacher/cps 0.5)")
