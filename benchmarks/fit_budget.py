@@ -20,7 +20,7 @@ of results.csv.
 machine's speed changes from day to day (the ``machine`` column), so recipes are compared side by
 side: two fits at once, each pinned to one core, e.g.
 ``OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/fit_budget.py --recipe supervised ... &`` and
-``... taskset -c 1 ... --recipe offline``. When the run chose a postprocessing step on its
+``... taskset -c 1 ... --recipe offline-continued``. When the run chose a postprocessing step on its
 validation cases, the row's notes also give the score without it.
 """
 import argparse
@@ -32,6 +32,8 @@ import statistics
 from pathlib import Path
 
 from _common import CSV, DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
+
+from semiseg.workflows.fit import DEFAULT_RECIPE
 
 CURVES = HERE / "fit_curves"
 
@@ -89,7 +91,7 @@ def main():
     ap.add_argument("--dataset", default="LA")
     ap.add_argument("--subset", default="labeled_8", help="key of ssl_labeled_subsets.json")
     ap.add_argument("--minutes", type=float, default=30, help="total budget of every stage together")
-    ap.add_argument("--recipe", default="offline")
+    ap.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"a fit recipe (default fit's: {DEFAULT_RECIPE})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--student", action="store_true", help="the work folder of the student plan")
     ap.add_argument("--tolerance", default="2", help="NSD tolerance in mm")

@@ -89,7 +89,7 @@ def main():
     for k, v in checks.items():
         print(f"{'ok ' if v else 'FAILED'} {k}")
     row = {"benchmark": "fit_kill", "dataset": a.dataset, "labeled": summ["labeled"], "unlabeled": summ["unlabeled"],
-           "method": "fit offline", "budget_min": a.minutes, "iterations": summ["iterations"],
+           "method": f"fit {summ['fit']['recipe']}", "budget_min": a.minutes, "iterations": summ["iterations"],
            "split": f"splits.json fold 0 val ({summ['val']} cases)", "wall_s": f"{wall:.0f}",
            "notes": f"kill -9 (process group) during pseudolabel ({len(pl_before)} of {stages['pseudolabel']['scans']} "
                     f"scans written) and during the student (after its first checkpoint), 2 resumes; "

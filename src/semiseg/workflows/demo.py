@@ -4,8 +4,8 @@ Check, plan, preprocess, the preprocessing round trip of the validation labels (
 model can reach at the planned spacing), then the same wall-clock budget twice on the same few
 labeled cases: supervised training on the labels alone, and ``semiseg fit`` (its default recipe:
 a teacher, pseudo-labels of the unlabeled cases, a student warm-started from the teacher on
-both, continuing its learning-rate schedule). Each final model predicts the validation images, evaluated in the original geometry side
-by side per structure.
+both, continuing its learning-rate schedule). Each final model predicts the validation images,
+evaluated in the original geometry side by side per structure.
 """
 from __future__ import annotations
 
