@@ -89,6 +89,8 @@ def test_fit_refuses_bad_input(tmp_path):
     assert not (tmp_path / "d").exists()
     for bad in ("0", "1", "1.5"):
         assert main(["fit", str(ds), "-o", str(tmp_path / "e"), "--minutes", "1", "--teacher-share", bad, "-q"]) == 2
+    assert main(["fit", str(ds), "-o", str(tmp_path / "e"), "--minutes", "1", "--teacher-share", "0.5",
+                 "--recipe", "supervised", "-q"]) == 2
     assert not (tmp_path / "e").exists()
 
 

@@ -11,7 +11,7 @@ def learning_rate(cfg, progress: float) -> float:
     """SGD: nnU-Net's poly decay; AdamW: a short linear warm-up, then cosine. ``progress`` (0..1 of
     the run's budget) maps onto ``cfg.schedule_span`` of the schedule when one is set."""
     p = min(max(progress, 0.0), 1.0)
-    if getattr(cfg, "schedule_span", None):
+    if cfg.schedule_span:
         a, b = (float(x) for x in cfg.schedule_span)
         p = a + (b - a) * p
     if cfg.optimizer == "sgd":

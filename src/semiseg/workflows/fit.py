@@ -133,12 +133,10 @@ def is_work_folder(path: Path) -> bool:
 def describe(recipe: str, minutes: float, teacher_share: float | None = None) -> list[str]:
     """One line per stage with its share of the budget (what ``fit`` prints first)."""
     lines = ["plan + preprocess: measured, counted in the budget (none for a preprocessed work folder)"]
-    first = True
+    first = next(st for st in RECIPES[recipe] if st.kind == "train")
     for st in RECIPES[recipe]:
-        if st.kind == "train" and first:
-            first = False
-            if st.share is not None and teacher_share:
-                st = dataclasses.replace(st, share=teacher_share)
+        if st is first and st.share is not None and teacher_share:
+            st = dataclasses.replace(st, share=teacher_share)
         if st.kind == "pseudolabel":
             lines.append(f"{st.name}: the unlabeled scans with the teacher in {PSEUDOLABEL_SHARE:.0%} of the budget "
                          "(its mirrorings as members when every scan fits, else its best and final checkpoints, "
@@ -319,6 +317,8 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             raise SemisegError(f"--minutes must be positive, not {minutes}")
         if teacher_share is not None and not 0 < teacher_share < 1:
             raise SemisegError(f"--teacher-share must be in (0, 1), not {teacher_share}")
+        if teacher_share is not None and next(st for st in RECIPES[recipe] if st.kind == "train").share is None:
+            raise SemisegError(f"--teacher-share: recipe {recipe} has a single training stage, the whole budget")
         if out.exists() and any(out.iterdir()):
             raise SemisegError(f"{out}: exists and is not a fit folder (no fit.json); choose another -o")
         if not is_work_folder(dataset):
