@@ -130,13 +130,22 @@ def is_work_folder(path: Path) -> bool:
     return (path / "plans.json").exists() and (path / "preprocessed" / "summary.json").exists()
 
 
+def recipe_stages(recipe: str, teacher_share: float | None = None) -> list[Stage]:
+    """The recipe's stages, its first training stage given ``teacher_share`` of the training budget
+    when set (``--teacher-share``; refused for a recipe whose first stage takes the whole budget)."""
+    stages = list(RECIPES[recipe])
+    if teacher_share:
+        i = next(i for i, st in enumerate(stages) if st.kind == "train")
+        if stages[i].share is None:
+            raise SemisegError(f"--teacher-share: recipe {recipe} has a single training stage, the whole budget")
+        stages[i] = dataclasses.replace(stages[i], share=teacher_share)
+    return stages
+
+
 def describe(recipe: str, minutes: float, teacher_share: float | None = None) -> list[str]:
     """One line per stage with its share of the budget (what ``fit`` prints first)."""
     lines = ["plan + preprocess: measured, counted in the budget (none for a preprocessed work folder)"]
-    first = next(st for st in RECIPES[recipe] if st.kind == "train")
-    for st in RECIPES[recipe]:
-        if st is first and st.share is not None and teacher_share:
-            st = dataclasses.replace(st, share=teacher_share)
+    for st in recipe_stages(recipe, teacher_share):
         if st.kind == "pseudolabel":
             lines.append(f"{st.name}: the unlabeled scans with the teacher in {PSEUDOLABEL_SHARE:.0%} of the budget "
                          "(its mirrorings as members when every scan fits, else its best and final checkpoints, "
@@ -192,11 +201,8 @@ class Fit:
         def go(st):
             if "minutes" not in st:  # fixed once, so a resumed stage keeps its budget
                 left = self.s["minutes"] - self.spent_s() / 60
-                share = stage.share
-                if share is not None and prev is None and self.s.get("teacher_share"):
-                    share = self.s["teacher_share"]  # --teacher-share: the first stage's share
-                if share is not None:
-                    minutes = self.s["training_minutes"] * share
+                if stage.share is not None:
+                    minutes = self.s["training_minutes"] * stage.share
                 else:
                     minutes = left / max(1, sum(1 for s in training_left if s.share is None))
                 if minutes < MIN_STAGE_MINUTES:
@@ -317,8 +323,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             raise SemisegError(f"--minutes must be positive, not {minutes}")
         if teacher_share is not None and not 0 < teacher_share < 1:
             raise SemisegError(f"--teacher-share must be in (0, 1), not {teacher_share}")
-        if teacher_share is not None and next(st for st in RECIPES[recipe] if st.kind == "train").share is None:
-            raise SemisegError(f"--teacher-share: recipe {recipe} has a single training stage, the whole budget")
+        recipe_stages(recipe, teacher_share)  # refuses a share for a one-stage recipe
         if out.exists() and any(out.iterdir()):
             raise SemisegError(f"{out}: exists and is not a fit folder (no fit.json); choose another -o")
         if not is_work_folder(dataset):
@@ -380,7 +385,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
         f.save()
     cfg = TrainConfig.from_dict(dict(s["train"], minutes=1.0))
     _lab, unlabeled, _val = run_cases(work, cfg)
-    stages = RECIPES[recipe]
+    stages = recipe_stages(recipe, s.get("teacher_share"))
     if any(st.kind == "pseudolabel" for st in stages) and not unlabeled:
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases; recipe {recipe} needs some "
                            "(--recipe supervised uses the labels alone)")
