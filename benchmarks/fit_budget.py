@@ -53,13 +53,21 @@ def stage_curves(run: Path) -> list[dict]:
 
 
 def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> None:
+    """Validation Dice against the fit's minutes of every saved curve of dataset/subset (``tag``: only the
+    runs whose name ends in one of its comma-separated tags, e.g. one seed's pair and the other seeds')."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     prefix = f"{dataset}-{subset}-"
-    files = sorted(f for f in CURVES.glob(prefix + "*.csv") if not tag or f.stem.endswith("-" + tag))
+    tags = [t for t in tag.split(",") if t]
+
+    def label(f: Path) -> str:  # the run's name less the dataset/subset and its tag
+        name = f.stem[len(prefix):]
+        return next((name.removesuffix("-" + t) for t in tags if name.endswith("-" + t)), name)
+
+    files = sorted(f for f in CURVES.glob(prefix + "*.csv") if not tags or any(f.stem.endswith("-" + t) for t in tags))
     if not files:
         raise SystemExit(f"no curves {CURVES}/{prefix}*{'-' + tag if tag else ''}.csv")
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -69,7 +77,7 @@ def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> 
             pts = [r for r in rows if r["stage"] == stage]
             ax.plot([float(r["minutes"]) for r in pts], [float(r["val_dice"]) for r in pts], lw=1.2,
                     color=f"C{k % 10}", ls=":" if j == 0 and stage != "supervised" else "-",
-                    label=f"{f.stem[len(prefix):].removesuffix('-' + tag) if tag else f.stem[len(prefix):]} {stage}")
+                    label=f"{label(f)} {stage}")
     n_lab = subset.split("_")[-1]
     sup = [float(r["dsc"]) for r in csv.DictReader(open(CSV)) if r["benchmark"] == "supervised_bounds"
            and r["dataset"] == dataset and r["labeled"] == n_lab and float(r["budget_min"] or 0) == 30
@@ -77,7 +85,7 @@ def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> 
     if sup and not tag:  # a tagged (side-by-side) set has its own supervised fit among its curves
         ax.axhline(statistics.mean(sup), color="k", ls="--", lw=1,
                    label=f"supervised 30 min, mean of {len(sup)} (original geometry)")
-    ax.set_xlabel(f"minutes of the whole fit ({'one CPU core each' if '1core' in tag else '2 CPU cores'})")
+    ax.set_xlabel("minutes of the whole fit (wall clock; cores: see the rows' notes)")
     ax.set_ylabel("validation Dice (training grid)")
     ax.set_title(f"semiseg fit, {dataset} {subset}{', ' + tag if tag else ''}")
     ax.legend(fontsize=6, loc="lower right")
@@ -99,7 +107,7 @@ def main():
     ap.add_argument("--resume", action="store_true",
                     help="finish an interrupted run of the same name (fit resumes it) instead of starting afresh")
     ap.add_argument("--plot", type=Path, metavar="PNG", help="only draw the saved curves of this dataset/subset "
-                    "(with --tag: only the runs of that tag)")
+                    "(with --tag: only the runs of that tag; several tags comma-separated)")
     ap.add_argument("fit_args", nargs="*", help="extra `semiseg fit` flags (after --), e.g. --config 2d")
     a = ap.parse_args()
     if a.plot:

@@ -88,7 +88,8 @@ def main():
     }
     for k, v in checks.items():
         print(f"{'ok ' if v else 'FAILED'} {k}")
-    row = {"benchmark": "fit_kill", "dataset": a.dataset, "labeled": summ["labeled"], "unlabeled": summ["unlabeled"],
+    row = {"benchmark": "fit_kill", "dataset": a.dataset, "labeled": summ["labeled"],
+           "unlabeled": summ["unlabeled"] + summ.get("pseudo_labeled", 0),  # the scans fit used, as fit_budget's rows
            "method": f"fit {summ['fit']['recipe']}", "budget_min": a.minutes, "iterations": summ["iterations"],
            "split": f"splits.json fold 0 val ({summ['val']} cases)", "wall_s": f"{wall:.0f}",
            "notes": f"kill -9 (process group) during pseudolabel ({len(pl_before)} of {stages['pseudolabel']['scans']} "

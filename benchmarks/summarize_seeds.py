@@ -1,8 +1,9 @@
 """Mean and spread over seeds of the budgeted training rows of results.csv (train_bounds.py's
-`supervised_bounds` and `cps_budget`), written to seeds.md.
+`supervised_bounds` and `cps_budget`, fit_budget.py's `fit_budget`), written to seeds.md.
 
-Rows are grouped by dataset, labeled count, method, networks, budget and the training arguments
-recorded in their notes; within a group the latest row of each seed counts (a rerun replaces the
+Rows are grouped by dataset, labeled count, method, networks, budget and the training (or fit)
+arguments recorded in their notes, fit rows also by the CPU cores they ran on (one core each when
+two ran side by side); within a group the latest row of each seed counts (a rerun replaces the
 seed's earlier row), and rows re-predicted from a finished run (`--predict-only`) replace the
 original only when their predict arguments match the group's. Spread: sample standard deviation
 and the range. Per-class DSC (ACDC's RV / MYO / LV) is the mean over seeds of the per-class values
@@ -17,19 +18,22 @@ import statistics
 
 from _common import CSV, HERE
 
-BENCHES = ("supervised_bounds", "cps_budget")
+BENCHES = ("supervised_bounds", "cps_budget", "fit_budget")
 
 
 def key(r: dict) -> tuple:
-    m = re.search(r"train args: ([^;]*)", r["notes"])
+    m = re.search(r"(?:train|fit) args: ([^;]*)", r["notes"])
     p = re.search(r"predict args: ([^;]*)", r["notes"])
+    c = re.search(r"(\d+) core\(s\) for the fit", r["notes"])
+    args = (m.group(1).strip() if m else "") + (f" ({c.group(1)} core{'s' if c.group(1) != '1' else ''})" if c else "")
     return (r["dataset"], r["labeled"], r["method"], r["networks"], f"{float(r['budget_min']):g}",
-            m.group(1).strip() if m else "", p.group(1).strip() if p else "")
+            args, p.group(1).strip() if p else "")
 
 
 def per_class(r: dict) -> dict[str, float]:
-    """Class name -> DSC from a row's notes ("RV DSC 0.7 NSD ...; MYO DSC ...")."""
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?:^|; )([^;]+?) DSC ([0-9.]+) NSD", r["notes"])}
+    """Class name -> DSC from a row's notes ("RV DSC 0.7 NSD ...; MYO DSC ..."; not the "(without it: DSC ..."
+    of a fit row's postprocessing text)."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?:^|; )([^;():]+?) DSC ([0-9.]+) NSD", r["notes"])}
 
 
 def main():
@@ -41,7 +45,7 @@ def main():
     out = ["# Budgeted training over seeds", "",
            "Generated from `results.csv` by `benchmarks/summarize_seeds.py` (latest row per seed).", "",
            "| dataset | labeled | method | networks | budget min | train args | predict args | seeds | "
-           "DSC mean | DSC sd | DSC range | per class (mean) | iterations |", "|" + "---|" * 13]
+           "DSC mean | DSC sd | DSC range | per class (mean) | NSD mean | HD95 mean | iterations |", "|" + "---|" * 15]
     for k in sorted(groups):
         rows = [groups[k][s] for s in sorted(groups[k])]
         d = [float(r["dsc"]) for r in rows]
@@ -49,9 +53,11 @@ def main():
         its = ", ".join(r["iterations"] for r in rows)
         pcs = [per_class(r) for r in rows]
         names = list(pcs[0]) if len(pcs[0]) > 1 and all(set(pc) == set(pcs[0]) for pc in pcs) else []
+        def mean(col: str) -> float:  # noqa: E306 (over the group's seeds)
+            return statistics.mean(float(r[col]) for r in rows)
         pc_text = " / ".join(f"{n} {statistics.mean(pc[n] for pc in pcs):.3f}" for n in names)
         out.append(f"| {' | '.join(k)} | {', '.join(r['seed'] for r in rows)} | {statistics.mean(d):.4f} | {sd} | "
-                   f"{min(d):.4f}-{max(d):.4f} | {pc_text} | {its} |")
+                   f"{min(d):.4f}-{max(d):.4f} | {pc_text} | {mean('nsd'):.4f} | {mean('hd95'):.2f} | {its} |")
     (HERE / "seeds.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 
