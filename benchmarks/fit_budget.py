@@ -63,9 +63,9 @@ def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> 
     prefix = f"{dataset}-{subset}-"
     tags = [t for t in tag.split(",") if t]
 
-    def label(f: Path) -> str:  # the run's name less the dataset/subset and its tag
+    def label(f: Path) -> str:  # the run's name less the dataset/subset (and the tag, when only one was given)
         name = f.stem[len(prefix):]
-        return next((name.removesuffix("-" + t) for t in tags if name.endswith("-" + t)), name)
+        return name.removesuffix("-" + tags[0]) if len(tags) == 1 else name
 
     files = sorted(f for f in CURVES.glob(prefix + "*.csv") if not tags or any(f.stem.endswith("-" + t) for t in tags))
     if not files:
