@@ -36,6 +36,12 @@ def per_class(r: dict) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"(?:^|; )([^;():]+?) DSC ([0-9.]+) NSD", r["notes"])}
 
 
+def col_mean(rows: list[dict], col: str, digits: int) -> str:
+    """Mean of a column over a group's rows (those that recorded it), as text."""
+    v = [float(r[col]) for r in rows if r[col]]
+    return f"{statistics.mean(v):.{digits}f}" if v else ""
+
+
 def main():
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     groups: dict[tuple, dict[str, dict]] = {}
@@ -44,7 +50,7 @@ def main():
             groups.setdefault(key(r), {})[r["seed"]] = r  # later rows replace a seed's earlier one
     out = ["# Budgeted training over seeds", "",
            "Generated from `results.csv` by `benchmarks/summarize_seeds.py` (latest row per seed).", "",
-           "| dataset | labeled | method | networks | budget min | train args | predict args | seeds | "
+           "| dataset | labeled | method | networks | budget min | train / fit args | predict args | seeds | "
            "DSC mean | DSC sd | DSC range | per class (mean) | NSD mean | HD95 mean | iterations |", "|" + "---|" * 15]
     for k in sorted(groups):
         rows = [groups[k][s] for s in sorted(groups[k])]
@@ -53,11 +59,9 @@ def main():
         its = ", ".join(r["iterations"] for r in rows)
         pcs = [per_class(r) for r in rows]
         names = list(pcs[0]) if len(pcs[0]) > 1 and all(set(pc) == set(pcs[0]) for pc in pcs) else []
-        def mean(col: str) -> float:  # noqa: E306 (over the group's seeds)
-            return statistics.mean(float(r[col]) for r in rows)
         pc_text = " / ".join(f"{n} {statistics.mean(pc[n] for pc in pcs):.3f}" for n in names)
         out.append(f"| {' | '.join(k)} | {', '.join(r['seed'] for r in rows)} | {statistics.mean(d):.4f} | {sd} | "
-                   f"{min(d):.4f}-{max(d):.4f} | {pc_text} | {mean('nsd'):.4f} | {mean('hd95'):.2f} | {its} |")
+                   f"{min(d):.4f}-{max(d):.4f} | {pc_text} | {col_mean(rows, 'nsd', 4)} | {col_mean(rows, 'hd95', 2)} | {its} |")
     (HERE / "seeds.md").write_text("\n".join(out) + "\n")
     print("\n".join(out))
 
