@@ -21,6 +21,14 @@ def setup() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local
 
 
+def teardown(world: int) -> None:
+    """Destroy the process group at the end of a run under torchrun (left alive, gloo's threads can abort
+    a rank at interpreter exit: "terminate called without an active exception")."""
+    if world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()

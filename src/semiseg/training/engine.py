@@ -136,7 +136,9 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         bar.close()
         if sampler:
             sampler.__exit__(None, None, None)
-    return finish(s, p, st, log, sampler, val)
+    summary = finish(s, p, st, log, sampler, val)
+    distributed.teardown(s.world)
+    return summary
 
 
 # --------------------------------------------------------------------------- preparation
