@@ -13,6 +13,7 @@ import signal
 import sys
 
 from .. import __version__
+from ..training import distributed
 from ..utils import SemisegError
 from . import annotate, apply, data, deploy, train
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"semiseg {a.cmd}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()  # a command run under torchrun: its process group ends with it
 
 
 if __name__ == "__main__":  # pragma: no cover

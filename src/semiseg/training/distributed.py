@@ -21,11 +21,11 @@ def setup() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local
 
 
-def teardown(world: int) -> None:
-    """Destroy the process group at the end of a run under torchrun (left alive, gloo's threads can abort
-    a rank at interpreter exit: "terminate called without an active exception")."""
-    if world > 1 and dist.is_initialized():
-        dist.barrier()
+def teardown() -> None:
+    """Destroy torchrun's process group, once, when the process's command ends (left alive, gloo's threads
+    can abort a rank at interpreter exit: "terminate called without an active exception"). Not after each
+    training run: a group destroyed and initialised again in one process can hang (pytorch/pytorch#114585)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -136,9 +136,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         bar.close()
         if sampler:
             sampler.__exit__(None, None, None)
-    summary = finish(s, p, st, log, sampler, val)
-    distributed.teardown(s.world)
-    return summary
+    return finish(s, p, st, log, sampler, val)
 
 
 # --------------------------------------------------------------------------- preparation
