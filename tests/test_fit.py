@@ -12,8 +12,8 @@ from semiseg.workflows import fit as fitmod
 FAST = {"network_options": {"base_features": 4}, "amp": "off", "val_every": 5, "patch_size": [8, 16, 16]}
 
 
-def _fit(ds, out, minutes=0.3, **kw):
-    return fitmod.fit(ds, out, minutes, labeled=2, train_options=FAST, workers=0, progress=False,
+def _fit(ds, out, minutes=0.3, train_options=FAST, **kw):
+    return fitmod.fit(ds, out, minutes, labeled=2, train_options=train_options, workers=0, progress=False,
                       log=lambda m: None, **kw)
 
 
@@ -32,6 +32,7 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     # the student started from the teacher and learned from the pseudo-labels
     cfg = json.loads((out / "stages" / "2-student" / "config.json").read_text())
     assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")
+    assert cfg["val_every"] == 5 and cfg["val_minutes"] is None  # the user's validation rhythm is kept
     # OUT is the student's run folder unless the teacher validated strictly better
     final = fitmod.final_stage(st, ["teacher", "student"])
     assert s["fit"]["final_stage"].endswith(f"-{final}")
@@ -151,15 +152,20 @@ def test_a_continuing_student_runs_the_rest_of_the_teachers_schedule(tmp_path):
     """offline-continued: teacher and student share one learning-rate schedule; the student starts
     where the teacher's part ended instead of at the full rate."""
     ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
-    _fit(ds, tmp_path / "fit", recipe="offline-continued", teacher_share=0.7)
+    opts = {k: v for k, v in FAST.items() if k != "val_every"}  # validating by time, as fit does by default
+    _fit(ds, tmp_path / "fit", recipe="offline-continued", teacher_share=0.7, train_options=opts)
     out = tmp_path / "fit"
-    st = json.loads((out / "fit.json").read_text())["stages"]
+    fj = json.loads((out / "fit.json").read_text())
+    st = fj["stages"]
     assert st["teacher"]["minutes"] == pytest.approx(0.7 * 0.3, abs=0.02)  # --teacher-share (of the training budget)
     a, b = st["teacher"]["schedule_span"]
     assert a == 0 and 0.5 < b < 1 and st["student"]["schedule_span"] == [b, 1]
     teacher = json.loads((out / "stages" / "0-teacher" / "config.json").read_text())
     student = json.loads((out / "stages" / "2-student" / "config.json").read_text())
     assert teacher["schedule_span"] == [a, b] and student["schedule_span"] == [b, 1]
+    # both stages validate after a tenth of the whole fit's training budget, not of their own minutes
+    gap = round(fj["training_minutes"] / 10, 3)
+    assert teacher["val_minutes"] == student["val_minutes"] == gap and teacher["val_every"] is None
     # the student's first logged rate is the teacher's last part of the schedule, not 1e-2
     rows = [r for r in csv.DictReader(open(out / "stages" / "2-student" / "metrics.csv")) if r.get("lr")]
     assert float(rows[0]["lr"]) <= 1e-2 * (1 - b) ** 0.9 + 1e-9

@@ -52,7 +52,8 @@ def train_config(a) -> TrainConfig:
                       minutes=a.minutes, iterations=a.iterations, schedule_span=a.schedule_span,
                       optimizer=a.optimizer, lr=a.lr,
                       weight_decay=a.weight_decay, loss=a.loss, fg_oversample=a.fg_oversample, aug=aug,
-                      val_every=a.val_every, val_step=a.val_step, log_every=a.log_every, seed=a.seed,
+                      val_every=a.val_every, val_minutes=a.val_minutes, val_step=a.val_step, log_every=a.log_every,
+                      seed=a.seed,
                       workers=a.workers, amp=a.amp, device=a.device)
     create_method(cfg.method, cfg)  # refuses unknown or misplaced method options before anything is read
     return cfg
@@ -185,6 +186,9 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
     g.add_argument("--elastic", type=float, metavar="P", help="probability of elastic deformation (default 0)")
     g.add_argument("--val-every", type=int, help="iterations between validations (default: 10 per budget; 0 = no "
                    "validation, best.pt = final)")
+    g.add_argument("--val-minutes", type=float, metavar="M", help="with --minutes: minutes of training between "
+                   "validations (default a tenth of the budget; longer when validating is slow, so that it takes "
+                   "at most a fifth of the time)")
     g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
     g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
     g.add_argument("--seed", type=int, default=0)

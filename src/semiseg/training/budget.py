@@ -28,25 +28,27 @@ def make_optimizer(cfg, params):
     return torch.optim.AdamW(params, lr=cfg.lr0, weight_decay=cfg.wd)
 
 
-def validation_gap(budget_s: float, last_cost_s: float) -> float:
-    """Seconds of training between the end of one validation and the next in a time budget: a
-    tenth of the budget, longer when validating is slow so that it takes at most a fifth of the
-    time (ACDC's 20 cases through a CPS pair take a minute: 10 of them would be a third of 30 min)."""
-    return max(budget_s / 10, 4 * last_cost_s)
+def validation_gap(budget_s: float, last_cost_s: float, gap_s: float | None = None) -> float:
+    """Seconds of training between the end of one validation and the next in a time budget: ``gap_s``
+    (default a tenth of the budget), longer when validating is slow so that it takes at most a fifth of
+    the time (ACDC's 20 cases through a CPS pair take a minute: 10 of them would be a third of 30 min)."""
+    return max(gap_s or budget_s / 10, 4 * last_cost_s)
 
 
 class Budget:
     """``iterations`` and/or ``minutes`` (whichever ends first), and the validation rhythm: every
     ``val_every`` iterations (default a tenth of an iteration budget; 0 = never), or in a time budget
-    by :func:`validation_gap`."""
+    by :func:`validation_gap` (every ``val_minutes`` when given)."""
 
-    def __init__(self, iterations: int | None, minutes: float | None, val_every: int | None):
+    def __init__(self, iterations: int | None, minutes: float | None, val_every: int | None,
+                 val_minutes: float | None = None):
         self.iterations, self.seconds = iterations, (minutes * 60 if minutes else None)
         self.validates = val_every != 0
         self.val_every = None if not self.validates else \
             (val_every or (max(1, iterations // 10) if iterations else None))
         self.timed_validation = bool(self.validates and self.seconds and not val_every)
-        self.val_gap_s = validation_gap(self.seconds, 0.0) if self.timed_validation else None
+        self.gap_s = val_minutes * 60 if val_minutes else None
+        self.val_gap_s = validation_gap(self.seconds, 0.0, self.gap_s) if self.timed_validation else None
 
     def progress(self, iteration: int, elapsed: float) -> float:
         p = 0.0
@@ -68,4 +70,4 @@ class Budget:
     def validated(self, cost_s: float) -> None:
         """After a validation that took ``cost_s``: the next gap of a time budget grows with it."""
         if self.timed_validation:
-            self.val_gap_s = validation_gap(self.seconds, cost_s)
+            self.val_gap_s = validation_gap(self.seconds, cost_s, self.gap_s)

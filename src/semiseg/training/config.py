@@ -51,6 +51,8 @@ class TrainConfig:
     fg_oversample: float = 0.33
     aug: AugmentConfig = field(default_factory=AugmentConfig)
     val_every: int | None = None       # iterations between validations (default: 10 per budget; 0: none)
+    val_minutes: float | None = None   # a time budget's minutes of training between validations (default a
+    #   tenth of it; longer when validating is slow, at most a fifth of the time); fit: a tenth of the whole fit
     val_step: float = 0.5              # sliding-window step during validation
     checkpoint_minutes: float = 5.0    # also write latest.pt at least this often
     log_every: int = 10
@@ -86,6 +88,8 @@ class TrainConfig:
             raise SemisegError(f"--class-gate must be a Dice in [0, 1), not {self.class_gate}")
         if self.amp not in AMP_CHOICES:
             raise SemisegError(f"amp must be one of {', '.join(AMP_CHOICES)}, not {self.amp!r}")
+        if self.val_minutes is not None and not self.val_minutes > 0:
+            raise SemisegError(f"--val-minutes must be positive, not {self.val_minutes}")
         if not 0 < self.val_step <= 1:
             raise SemisegError(f"--val-step must be in (0, 1], not {self.val_step}")
 

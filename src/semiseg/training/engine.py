@@ -99,7 +99,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         write_run_folder(s, p.method)
     distributed.barrier(s.world)
     st = restore_state(s.checkpoints / "latest.pt", p.nets, p.optims, p.scaler, p.method) if resume else TrainState()
-    budget = Budget(s.cfg.iterations, s.cfg.minutes, s.cfg.val_every)
+    budget = Budget(s.cfg.iterations, s.cfg.minutes, s.cfg.val_every, s.cfg.val_minutes)
     val = s.val if budget.validates else []
     loader = batch_loader(p.data, st.iteration, p.workers)
     bar = tqdm(total=s.cfg.iterations or int(budget.seconds), initial=st.iteration if s.cfg.iterations else
