@@ -137,7 +137,8 @@ def main():
                            HERE / "_work" / "runs" / f"{name}-predict_profile.csv", a.tolerance)
     pp = json.loads((run / "postprocessing.json").read_text()) if (run / "postprocessing.json").exists() else {}
     chosen = pp.get("largest_component_classes") or []
-    post = f"postprocessing chosen on validation: largest component of classes {chosen or 'none'}"
+    post = (f"postprocessing chosen on validation: largest component of {chosen or 'none'}"
+            + (" (a list: the foreground as one)" if any(isinstance(c, list) for c in chosen) else ""))
     if chosen:  # the same model without it, to show what the choice gave
         raw = predict_and_score([run], a.dataset, val_images(a.dataset, work),
                                 HERE / "_work" / "runs" / f"{name}-pred-raw",

@@ -8,7 +8,7 @@ import torch
 from conftest import geom, train_config
 
 from semiseg.data.io import read_image, write_image
-from semiseg.inference.postprocessing import gaining_classes
+from semiseg.inference.postprocessing import choose, gaining_classes
 from semiseg.inference.predict import predict_folder
 from semiseg.inference.runs import load_run
 from semiseg.inference.sliding_window import keep_largest_component, probs_to_original, sliding_window_probs
@@ -237,15 +237,43 @@ def test_gaining_classes_known_answers():
     assert gaining_classes([0.5, 0.5], [0.52, 0.6], margin=0.05) == [2]
 
 
+def test_postprocessing_choice_known_answers():
+    """nnU-Net's order: the foreground as one when it raises the mean, then classes on top of it."""
+    plain = [0.80, 0.70, 0.50]
+    fg_helps = {"largest": [0.81, 0.60, 0.55], "foreground": [0.82, 0.72, 0.52],
+                "foreground_largest": [0.82, 0.65, 0.60]}
+    assert choose(plain, fg_helps) == [[1, 2, 3], 3]  # class 1 gains nothing more on top of the foreground step
+    fg_hurts = dict(fg_helps, foreground=[0.80, 0.60, 0.52])
+    assert choose(plain, fg_hurts) == [1, 3]
+    assert choose(plain, {k: plain for k in fg_helps}) == []
+    assert choose([0.8], {"largest": [0.85], "foreground": [0.85], "foreground_largest": [0.85]}) == [1]  # one class
+
+
+def test_largest_component_of_a_region_keeps_touching_classes():
+    """A region step ([1, 2]) keeps the largest island of the foreground as one: a small class
+    touching a larger one survives it, a far island of either class does not."""
+    seg = np.zeros((1, 12, 12), np.uint8)
+    seg[0, 2:6, 2:6] = 1   # class 1: 16 px
+    seg[0, 2:6, 6:7] = 2   # class 2 touching it: 4 px
+    seg[0, 9:12, 9:12] = 2  # a far island of class 2: 9 px, class 2's largest component
+    per_class = keep_largest_component(seg, [2])
+    assert per_class[0, 2, 6] == 0 and per_class[0, 10, 10] == 2  # per class: the true part is dropped
+    region = keep_largest_component(seg, [[1, 2]])
+    assert region[0, 2, 6] == 2 and region[0, 3, 3] == 1 and region[0, 10, 10] == 0
+    assert np.array_equal(keep_largest_component(seg, [[1, 2], 2]), region)
+
+
 def test_postprocessing_is_chosen_on_validation_and_applied_to_its_checkpoint(tiny_work, tmp_path):
     r = tmp_path / "r"
     train(tiny_work, r, train_config(iterations=4, val_every=2), progress=False)
     rec = json.loads((r / "postprocessing.json").read_text())
     summ = json.loads((r / "summary.json").read_text())
     assert rec["iteration"] == summ["best_iteration"] and rec["cases"] == summ["val"] == 1
-    plain, largest = rec["val_dice"], rec["val_dice_largest_component"]
-    assert list(plain) == list(largest) == ["a", "b"]
-    assert rec["largest_component_classes"] == gaining_classes(list(plain.values()), list(largest.values()))
+    plain = rec["val_dice"]
+    variants = {k: rec[f"val_dice_{k}"] for k in ("largest", "foreground", "foreground_largest")}
+    assert all(list(v) == list(plain) == ["a", "b"] for v in variants.values())
+    assert rec["largest_component_classes"] == choose(list(plain.values()),
+                                                      {k: list(v.values()) for k, v in variants.items()})
     d = _inputs(tmp_path, n=2)
     forced = {v: predict_folder([str(r)], d, tmp_path / f"forced{v}", largest_component=v, progress=False)
               for v in (True, False)}
@@ -256,10 +284,15 @@ def test_postprocessing_is_chosen_on_validation_and_applied_to_its_checkpoint(ti
         return all(np.array_equal(read_image(tmp_path / a / f)[0], read_image(tmp_path / b / f)[0]) for f in files)
 
     assert not same("forcedTrue", "forcedFalse")  # the tiny network leaves scattered components
-    for chosen, like in (([1, 2], "forcedTrue"), ([], "forcedFalse")):
+    for chosen, like in (([1, 2], "forcedTrue"), ([], "forcedFalse"), ([[1, 2], 1, 2], "forcedTrue")):
         (r / "postprocessing.json").write_text(json.dumps(dict(rec, largest_component_classes=chosen)))
         assert load_run(r).settings == {"largest_component": chosen}
         out = f"chosen{len(chosen)}"
+        if chosen and isinstance(chosen[0], list):  # the foreground step first: the steps on the plain prediction
+            predict_folder([str(r)], d, tmp_path / out, progress=False)
+            assert all(np.array_equal(read_image(tmp_path / out / f)[0], keep_largest_component(
+                read_image(tmp_path / "forcedFalse" / f)[0], chosen)) for f in files)
+            continue
         predict_folder([str(r)], d, tmp_path / out, progress=False)
         assert same(out, like)
     # a choice made for another checkpoint is not applied

@@ -77,7 +77,7 @@ def register(add) -> None:
                    help="resample inputs to this spacing before prediction (default: the plan's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz with the probabilities")
     p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep each class's largest component (default: the classes the run chose on its "
+                   help="keep each class's largest component (default: the steps the run chose on its "
                         "validation cases for its best checkpoint, postprocessing.json; or the model file's setting)")
     p.add_argument("--overwrite", action="store_true", help="predict cases that already have an output")
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first case that cannot be read "

@@ -39,7 +39,7 @@ def register(add) -> None:
     p.add_argument("--step", type=float, default=None, help="sliding-window step to predict with (default: the plan's)")
     p.add_argument("--tta", action="store_true", help="predict with mirroring test-time augmentation by default")
     p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep each class's largest component by default (default: the classes the run chose on its "
+                   help="keep each class's largest component by default (default: the steps the run chose on its "
                         "validation cases, postprocessing.json)")
     p.add_argument("--forced-spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
                    help="resample inputs to this spacing before prediction (default: the plan's)")

@@ -164,11 +164,14 @@ def probs_to_original(probs: torch.Tensor, props: dict) -> torch.Tensor:
     return full
 
 
-def keep_largest_component(seg: np.ndarray, classes: list[int] | None = None) -> np.ndarray:
-    """Per class, keep only its largest 26-connected component (the rest becomes background)."""
+def keep_largest_component(seg: np.ndarray, classes: list | None = None) -> np.ndarray:
+    """For each entry of ``classes`` in turn, keep only the largest 26-connected component of that
+    class, or of that region when the entry is a list of classes (nnU-Net's ``[1, 2, 3]``: the
+    foreground as one, which drops islands away from the organ without breaking touching classes
+    apart); the rest becomes background. Default: every class present."""
     out = seg.copy()
     for c in classes if classes is not None else [int(v) for v in np.unique(seg) if v]:
-        m = seg == c
+        m = np.isin(out, c) if isinstance(c, (list, tuple)) else out == c
         if not m.any():
             continue
         cc = cc3d.connected_components(m.astype(np.uint8), connectivity=26)

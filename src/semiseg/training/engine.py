@@ -334,17 +334,19 @@ def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: Budget) -> flo
 # --------------------------------------------------------------------------- validation, logging, checkpoints
 @torch.no_grad()
 def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: int, step: float, device,
-             amp: str = "auto") -> tuple[float, list[float], list[float]]:
+             amp: str = "auto") -> tuple[float, list[float], dict[str, list[float]]]:
     """Mean foreground Dice over the validation cases (on the preprocessed grid), per class, and per
-    class once each class keeps only its largest connected component (the postprocessing choice)."""
-    per, per_largest, classes = [], [], list(range(1, n_classes))
+    class after each postprocessing variant (:data:`.postprocessing.VARIANTS`, the choice)."""
+    steps = postprocessing.variant_steps(n_classes)
+    per, per_variant = [], {k: [] for k in steps}
     for cid in val_ids:
         data, seg, _props = load_case(work, cid)
         probs = sliding_window_probs(nets, data, cfg, step=step, device=device, amp=amp)
         pred, gt = class_argmax(probs, 0).numpy(), np.asarray(seg)
         per.append(dice_per_class(pred, gt, n_classes))
-        per_largest.append(dice_per_class(keep_largest_component(pred, classes), gt, n_classes))
-    return (*mean_dice(per), mean_dice(per_largest)[1])
+        for k, st in steps.items():
+            per_variant[k].append(dice_per_class(keep_largest_component(pred, st), gt, n_classes))
+    return (*mean_dice(per), {k: mean_dice(v)[1] for k, v in per_variant.items()})
 
 
 def metrics_row(st: TrainState, lr: float, last_row: tuple[float, int]) -> dict:
@@ -364,7 +366,7 @@ def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: Budget, val: li
         use = [p.nets[k] for k in p.method.predict_with()]
         n_cls = s.plans.num_classes
         r = p.method.validate(use, s.work, val, s.net_cfg, n_cls, s.device)
-        d, per, largest = (*r, None) if r is not None else validate(use, s.work, val, s.net_cfg, n_cls,
+        d, per, variants = (*r, None) if r is not None else validate(use, s.work, val, s.net_cfg, n_cls,
                                                                     s.cfg.val_step, s.device, s.cfg.amp)
         names = s.plans.class_names()
         row["val_dice"] = d
@@ -372,8 +374,8 @@ def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: Budget, val: li
         if d > st.best_val_dice:
             st.best_val_dice, st.best_iteration = d, st.iteration
             save(s, p, st, "best")
-            if largest is not None:
-                postprocessing.write_choice(s.run, st.iteration, names, per, largest, len(val))
+            if variants is not None:
+                postprocessing.write_choice(s.run, st.iteration, names, per, variants, len(val))
         extra = "".join(f" {k} {v:.3f}" for k, v in row.items() if k not in ("iteration", "elapsed_s", "lr", "it_per_s",
                         "loss") and not k.startswith(("loss", "val_")) and isinstance(v, float))
         log.log(f"it {st.iteration}: loss {row['loss']:.4f}{extra} val Dice {d:.4f} "
@@ -419,7 +421,6 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
         if chosen is not None:
             names = s.plans.class_names()
             log.log("postprocessing (chosen on the validation cases, applied by predict to best.pt): "
-                    + (f"keep the largest component of {', '.join(names[c - 1] for c in chosen)}" if chosen
-                       else "none (keeping only the largest component raised no class's Dice)"))
+                    + postprocessing.describe(chosen, names))
     distributed.barrier(s.world)
     return summary
