@@ -52,7 +52,8 @@ def rescore(name: str) -> dict:
     m = load_run(run, "best", device=torch.device("cpu"))
     val = read_json(run / "split.json", "split")["val"]
     n_classes = m.plans["num_classes"]
-    _d, per, variants = validate(m.nets, work, val, m.cfg, n_classes, 0.5, torch.device("cpu"))
+    step = read_json(run / "config.json", "run configuration").get("val_step", 0.5)  # as the run validated
+    _d, per, variants = validate(m.nets, work, val, m.cfg, n_classes, step, torch.device("cpu"))
     new = postprocessing.choose(per, variants)
     old = read_json(run / "postprocessing.json", "postprocessing")["largest_component_classes"]
     pred = RUNS / f"{name}-pred-pp"

@@ -344,8 +344,8 @@ def validate(nets: list, work: Path, val_ids: list[str], cfg: dict, n_classes: i
         probs = sliding_window_probs(nets, data, cfg, step=step, device=device, amp=amp)
         pred, gt = class_argmax(probs, 0).numpy(), np.asarray(seg)
         per.append(dice_per_class(pred, gt, n_classes))
-        for k, st in steps.items():
-            per_variant[k].append(dice_per_class(keep_largest_component(pred, st), gt, n_classes))
+        for k, variant in steps.items():
+            per_variant[k].append(dice_per_class(keep_largest_component(pred, variant), gt, n_classes))
     return (*mean_dice(per), {k: mean_dice(v)[1] for k, v in per_variant.items()})
 
 
