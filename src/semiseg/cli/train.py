@@ -233,7 +233,7 @@ def register(add) -> None:
                         "teacher that continues its learning-rate schedule; the best semi-supervised recipe "
                         "measured); offline (the student restarts the schedule); bcp, mean-teacher, cps: supervised "
                         "pre-training then that method; supervised (the labels alone: in 30 CPU minutes as good on "
-                        "LA-8 and ACDC-7, docs/benchmarks.md)")
+                        "LA-8 and as good or better on ACDC-7, docs/benchmarks.md)")
     p.add_argument("--teacher-share", type=float, metavar="F", help="share of the training budget for the first "
                    "training stage (the teacher, or the pre-training; default the recipe's: offline 0.4, "
                    "offline-continued 0.6, bcp/mean-teacher/cps 0.5)")
