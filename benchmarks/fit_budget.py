@@ -33,6 +33,8 @@ from pathlib import Path
 
 from _common import CSV, DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
 
+from semiseg.inference.postprocessing import describe
+from semiseg.planning.plans import load_plans
 from semiseg.workflows.fit import DEFAULT_RECIPE
 
 CURVES = HERE / "fit_curves"
@@ -137,8 +139,8 @@ def main():
                            HERE / "_work" / "runs" / f"{name}-predict_profile.csv", a.tolerance)
     pp = json.loads((run / "postprocessing.json").read_text()) if (run / "postprocessing.json").exists() else {}
     chosen = pp.get("largest_component_classes") or []
-    post = (f"postprocessing chosen on validation: largest component of {chosen or 'none'}"
-            + (" (a list: the foreground as one)" if any(isinstance(c, list) for c in chosen) else ""))
+    names = load_plans(run).class_names()
+    post = f"postprocessing chosen on validation: {describe(chosen, names)} {chosen}"
     if chosen:  # the same model without it, to show what the choice gave
         raw = predict_and_score([run], a.dataset, val_images(a.dataset, work),
                                 HERE / "_work" / "runs" / f"{name}-pred-raw",

@@ -153,19 +153,23 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
             assert lam[0] == 0 and lam[-1] > 0, lam
 
 
-def test_validation_takes_at_most_a_fifth_of_a_time_budget():
+def test_validation_takes_at_most_a_tenth_of_a_time_budget():
     from semiseg.training.budget import Budget, validation_gap
 
-    assert validation_gap(1800, 30) == 180  # cheap validation: every tenth of the budget
-    assert validation_gap(1800, 60) == 240  # slow: 60 s of validation per 240 s of training
-    gap, cost = validation_gap(1800, 100), 100
-    assert cost / (gap + cost) <= 0.2
-    # --val-minutes sets the gap (fit: a tenth of the whole fit for each of its stages); slow still stretches it
-    assert validation_gap(600, 10, gap_s=180) == 180 and validation_gap(600, 60, gap_s=180) == 240
+    assert validation_gap(1800, 2) == 180  # cheap validation (LA: 1.6 s): every tenth of the budget
+    assert validation_gap(660, 2) == 66  # ... of any budget, a fit's 11-min student's too
+    assert validation_gap(1800, 24) == pytest.approx(216)  # slow (ACDC-7: 24 s): 24 s per 216 s of training
+    for budget_s, cost in ((1800, 100), (600, 24), (60, 1)):
+        gap = validation_gap(budget_s, cost)
+        assert cost / (gap + cost) <= 0.1 + 1e-9
+    # --val-minutes sets the gap; slow still stretches it
+    assert validation_gap(600, 10, gap_s=180) == 180 and validation_gap(600, 60, gap_s=180) == pytest.approx(540)
     b = Budget(None, 10.0, None, val_minutes=3.0)
     assert not b.validation_due(5, 170.0, 0.0, False) and b.validation_due(6, 181.0, 0.0, False)
-    b.validated(60.0)  # a validation of a minute: the next one 4 minutes of training later
-    assert not b.validation_due(7, 181.0 + 200, 181.0, False) and b.validation_due(8, 181.0 + 240, 181.0, False)
+    b.validated(60.0)  # a validation of a minute: the next one 9 minutes of training later
+    assert not b.validation_due(7, 181.0 + 500, 181.0, False) and b.validation_due(8, 181.0 + 540, 181.0, False)
+    b = Budget(None, 10.0, None)  # no --val-minutes: a tenth of the budget
+    assert not b.validation_due(1, 59.0, 0.0, False) and b.validation_due(2, 60.0, 0.0, False)
 
 
 @pytest.mark.parametrize("workers", [0, 1])

@@ -188,7 +188,7 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
                    "validation, best.pt = final)")
     g.add_argument("--val-minutes", type=float, metavar="M", help="with --minutes: minutes of training between "
                    "validations (default a tenth of the budget; longer when validating is slow, so that it takes "
-                   "at most a fifth of the time)")
+                   "at most a tenth of the time)")
     g.add_argument("--val-step", type=float, default=0.5, help="sliding-window step for validation (default 0.5)")
     g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
     g.add_argument("--seed", type=int, default=0)

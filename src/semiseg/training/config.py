@@ -52,7 +52,7 @@ class TrainConfig:
     aug: AugmentConfig = field(default_factory=AugmentConfig)
     val_every: int | None = None       # iterations between validations (default: 10 per budget; 0: none)
     val_minutes: float | None = None   # a time budget's minutes of training between validations (default a
-    #   tenth of it; longer when validating is slow, at most a fifth of the time); fit: a tenth of the whole fit
+    #   tenth of it; longer when validating is slow, at most a tenth of the time: training.budget.validation_gap)
     val_step: float = 0.5              # sliding-window step during validation
     checkpoint_minutes: float = 5.0    # also write latest.pt at least this often
     log_every: int = 10

@@ -35,8 +35,9 @@ Configuration (``configuration="auto"``, the default): the plan's 2D configurati
 scans (target spacing's coarsest axis > 3x its finest), else 3D; in 2D the patch sides are capped at
 160 pixels and the batch at 8 unless given (:func:`slice_overrides`), so a CPU budget gives enough steps.
 
-Every training stage validates after a tenth of the whole training budget (``val_minutes``), so
-that the fit spends no more time validating than one supervised run of its budget.
+Every training stage validates like any time-budgeted run (:func:`semiseg.training.budget.validation_gap`):
+every tenth of its minutes, less often when validating is slow, so that it takes at most a tenth of the
+time: the fit spends no more time validating than one supervised run of its budget.
 
 The final model is the last stage's, unless an earlier training stage scored a strictly higher best
 validation Dice (then that one's, logged): the student only where it pays.
@@ -96,9 +97,6 @@ MIN_STAGE_MINUTES = 0.05
 PSEUDOLABEL_SHARE = 0.1  # pseudo-labelling's share of the budget: mirrorings as members only when every scan fits
 #   it; without them, as many scans as fit it (timed on the first scans), the rest stay unlabeled
 PROBE_SCANS = 2
-VALIDATION_GAP = 0.1  # every training stage validates after this share of the whole training budget (not of its
-#   own: ACDC-7's 20 validation cases take 24 s on one core, and a 18-min teacher and a 10-min student validating
-#   every tenth of their own minutes spent 5.5 min validating, 2 more than a supervised run of the same budget)
 
 
 @dataclass
@@ -229,8 +227,6 @@ class Fit:
             cfg = dict(self.s["train"], **stage.config, minutes=st["minutes"],
                        checkpoint_minutes=CHECKPOINT_MINUTES)
             cfg["method_options"] = dict(stage.config.get("method_options", {}))
-            if cfg.get("val_every") is None and cfg.get("val_minutes") is None:  # the fit validates as often as
-                cfg["val_minutes"] = round(self.s["training_minutes"] * VALIDATION_GAP, 3)  # one run of its budget
             if st.get("schedule_span", [0, 1]) != [0, 1]:
                 cfg["schedule_span"] = st["schedule_span"]
             if prev is not None:
