@@ -18,10 +18,10 @@ Recipes (``--recipe``; ``docs/benchmarks.md`` has the measurements that chose th
   student; Chen et al. 2023). Teacher and student share one learning-rate schedule: the student
   starts at the rate where the teacher's part ended instead of restarting at 1e-2 (which cost the
   ``offline`` student its first minutes). Measured side by side on one core each, 30 minutes:
-  ACDC-7 (2D) 0.831-0.846 (3 seeds; same-seed runs differ by up to 0.04) against 0.848 for
-  ``supervised`` and 0.818 for ``offline`` (another day); LA-8 0.849 against 0.853
-  (docs/benchmarks.md). In budgets this short the labels alone are as good or better: the
-  supervised curve is still climbing when the recipe hands over to the student.
+  LA-8 0.863 against 0.853 for ``supervised`` (3 seeds each); ACDC-7 (2D) 0.841 against 0.848
+  (3 seeds; same-seed runs differ by up to 0.04) and 0.818 for ``offline`` (another day)
+  (docs/benchmarks.md). In budgets this short the supervised curve is still climbing when the
+  recipe hands over to the student, which gains on it on LA-8 but not yet on ACDC-7.
 - ``offline``: the same with a fresh schedule for the student and a teacher of 40% (LA-8, 2 cores:
   0.849, 3 seeds, against 0.842 supervised; ACDC-7 2D, one core: 0.818 against 0.853).
 - ``bcp``: supervised pre-training with copy-paste between labeled patches (half), then a mean
