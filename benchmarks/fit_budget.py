@@ -89,7 +89,7 @@ def plot(dataset: str, subset: str, student: bool, out: Path, tag: str = "") -> 
                    label=f"supervised 30 min, mean of {len(sup)} (original geometry)")
     ax.set_xlabel("minutes of the whole fit (wall clock; cores: see the rows' notes)")
     ax.set_ylabel("validation Dice (training grid)")
-    ax.set_title(f"semiseg fit, {dataset} {subset}{', ' + tag if tag else ''}")
+    ax.set_title(f"semiseg fit, {dataset} {subset}{', ' + tag if len(tags) == 1 else ''}")  # names are in the legend
     ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
