@@ -43,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: an error to report, not a silent kill
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    finished = False
     try:
-        return a.fn(a)
+        rc = a.fn(a)
+        finished = True
+        return rc
     except SemisegError as e:
         print(f"semiseg {a.cmd}: error: {e}", file=sys.stderr)
         return 2
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semiseg {a.cmd}: interrupted", file=sys.stderr)
         return 130
     finally:
-        distributed.teardown()  # a command run under torchrun: its process group ends with it
+        distributed.teardown(finished)  # a command run under torchrun: its process group ends with it
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,11 +21,15 @@ def setup() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local
 
 
-def teardown() -> None:
+def teardown(finished: bool = True) -> None:
     """Destroy torchrun's process group, once, when the process's command ends (left alive, gloo's threads
-    can abort a rank at interpreter exit: "terminate called without an active exception"). Not after each
+    can abort a rank at interpreter exit: "terminate called without an active exception"). After a command
+    that ``finished``, every rank first waits for the others at a barrier: a rank that destroyed the group
+    while another was still talking to it aborted the same way (seen once in CI). Not after each
     training run: a group destroyed and initialised again in one process can hang (pytorch/pytorch#114585)."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 
