@@ -198,3 +198,18 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(SemisegError, match="evil.pt: cannot read the checkpoint"):
         load_checkpoint(tmp_path / "evil.pt")
     assert not marker.exists()
+
+
+def test_give_up_ends_a_run_that_has_not_reached_its_mark(tiny_work, tmp_path):
+    """--give-up [P, D]: at the first validation past P of the budget with a best Dice below D the run
+    ends there (final and best checkpoints, summary says so); a run above its mark goes on."""
+    s = train(tiny_work, tmp_path / "a", train_config(iterations=10, val_every=2, give_up=[0.3, 1.01]),
+              progress=False)
+    assert s["gave_up"] and s["iterations"] == 4
+    assert torch.load(tmp_path / "a" / "checkpoints/final.pt", weights_only=True)["iteration"] == 4
+    assert "giving up at iteration 4" in (tmp_path / "a" / "log.txt").read_text()
+    s = train(tiny_work, tmp_path / "b", train_config(iterations=6, val_every=2, give_up=[0.3, -1.0]),
+              progress=False)
+    assert not s["gave_up"] and s["iterations"] == 6
+    with pytest.raises(SemisegError, match="give_up"):
+        train_config(give_up=[1.5, 0.5])

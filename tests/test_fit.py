@@ -168,3 +168,52 @@ def test_a_continuing_student_runs_the_rest_of_the_teachers_schedule(tmp_path):
     # the student's first logged rate is the teacher's last part of the schedule, not 1e-2
     rows = [r for r in csv.DictReader(open(out / "stages" / "2-student" / "metrics.csv")) if r.get("lr")]
     assert float(rows[0]["lr"]) <= 1e-2 * (1 - b) ** 0.9 + 1e-9
+
+
+def test_a_student_that_does_not_overtake_gives_its_time_back_to_the_teacher(tmp_path, monkeypatch):
+    """The student is on probation: when it has not beaten the teacher's best validation Dice past its
+    probation share, it stops and the teacher continues (from its final weights, its own schedule, no
+    pseudo-labels) for the rest of the budget, here counted in steps."""
+    import semiseg.training.engine as engine
+
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    monkeypatch.setattr(engine, "gives_up", lambda cfg, st, budget: bool(cfg.give_up) and
+                        budget.progress(st.iteration, st.elapsed) >= cfg.give_up[0])
+    opts = dict(FAST, val_every=2)
+    s = fitmod.fit(ds, tmp_path / "fit", None, iterations=20, labeled=2, train_options=opts, workers=0,
+                   progress=False, log=lambda m: None)
+    out = tmp_path / "fit"
+    st = json.loads((out / "fit.json").read_text())["stages"]
+    assert list(st) == ["plan", "preprocess", "teacher", "pseudolabel", "student", "teacher-continued"]
+    assert st["teacher"]["iterations"] == 12 and st["student"]["gave_up"]
+    assert st["student"]["give_up"] == [fitmod.PROBATION, st["teacher"]["best_val_dice"]]
+    assert st["student"]["iterations"] == 4  # the first validation past 35% of its 8 steps
+    assert st["teacher-continued"]["iterations"] == 4 and not st["teacher-continued"]["gave_up"]
+    cont = json.loads((out / "stages" / "2-teacher-continued" / "config.json").read_text())
+    assert cont["init"].endswith("0-teacher@final") and cont["pseudo_labels"] is None
+    assert cont["schedule_span"] == [st["teacher"]["schedule_span"][1], 1.0] and cont["give_up"] is None
+    assert s["fit"]["final_stage"].endswith(fitmod.final_stage(st, ["teacher", "student", "teacher-continued"]))
+    # resumed after the end, nothing runs again
+    again = fitmod.fit(ds, out, None, iterations=20, labeled=2, train_options=opts, workers=0, progress=False,
+                       log=lambda m: None)
+    assert again["fit"]["stages"] == s["fit"]["stages"]
+
+
+def test_a_student_that_overtakes_keeps_its_time(tmp_path, monkeypatch):
+    import semiseg.training.engine as engine
+
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    monkeypatch.setattr(engine, "gives_up", lambda cfg, st, budget: False)
+    fitmod.fit(ds, tmp_path / "fit", None, iterations=10, labeled=2, train_options=dict(FAST, val_every=2),
+               workers=0, progress=False, log=lambda m: None)
+    st = json.loads((tmp_path / "fit" / "fit.json").read_text())["stages"]
+    assert list(st)[-1] == "student" and st["student"]["iterations"] == 4 and not st["student"]["gave_up"]
+    assert st["pseudolabel"]["tta_members"] and st["pseudolabel"]["scans"] == 3  # steps: every scan, mirrorings
+
+
+def test_a_budget_is_minutes_or_steps(tmp_path):
+    ds = make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24))
+    with pytest.raises(SemisegError, match="one of them"):
+        fitmod.fit(ds, tmp_path / "a", 1.0, iterations=10, progress=False, log=lambda m: None)
+    with pytest.raises(SemisegError, match="one of them"):
+        fitmod.fit(ds, tmp_path / "a", None, progress=False, log=lambda m: None)

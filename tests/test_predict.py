@@ -74,9 +74,11 @@ def test_ensemble_tta_and_2d(tiny_work, run, tmp_path):
     from semiseg.inference.runs import load_models
 
     image, g = read_case_image(Case("IN_000", [d / "IN_000_0000.nii.gz"]))
-    members = [load_models([r], "best", None, torch.device("cpu")) for r in (str(run), str(r2), f"{run}@final")]
-    ens, _ = predict_case([m[0] for m in members], image, g, step=1.0, tta=True, amp="off")
-    singles = [predict_case(m, image, g, step=1.0, tta=True, amp="off")[0] for m in members]
+    members = [load_models([r], "best", None, torch.device("cpu"), amp="off") for r in (str(run), str(r2),
+                                                                                          f"{run}@final")]
+    assert all(m[0].amp == "off" for m in members)
+    ens, _ = predict_case([m[0] for m in members], image, g, step=1.0, tta=True)
+    singles = [predict_case(m, image, g, step=1.0, tta=True)[0] for m in members]
     assert torch.allclose(ens, sum(singles) / 3, atol=1e-6)
     assert not torch.allclose(singles[0], singles[1], atol=1e-3)  # the members differ: the mean is not trivial
 

@@ -84,7 +84,8 @@ def register(add) -> None:
                    "(default: predict the others, list the bad ones at the end, exit code 2)")
     p.add_argument("--profile", metavar="CSV", help="write seconds, peak RSS (and GPU) memory per case")
     p.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                   help="mixed precision (auto: fp16 on CUDA, bf16 on CPUs with native bf16; off: float32)")
+                   help="mixed precision (auto: fp16 on CUDA; on a CPU, the precision the run measured faster on "
+                        "this host, or bf16 where a short convolution probe finds it faster; off: float32)")
     p.add_argument("--series-uid", help="with a DICOM folder that holds several series: the one to predict")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="image",
                    help="image: label maps in the plan's file format (default); dicom-seg: CASE.dcm, a DICOM SEG "

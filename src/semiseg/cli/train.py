@@ -89,12 +89,13 @@ def cmd_fit(a) -> int:
     labeled = read_case_list(a.labeled_list, a.labeled_key) if a.labeled_list else a.labeled
     opts = {k: v for k, v in (("amp", a.amp), ("device", a.device), ("optimizer", a.optimizer), ("lr", a.lr),
                               ("network", a.network), ("patch_size", a.patch_size), ("batch_size", a.batch_size)) if v}
-    s = fit(a.dataset, a.out, a.minutes, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
+    s = fit(a.dataset, a.out, a.minutes, iterations=a.iterations, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
             student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
             teacher_share=a.teacher_share,
             log=(lambda m: None) if a.quiet else print)
     f = s["fit"]
-    print(f"fit {f['recipe']}: {f['used_minutes']:g} of {f['minutes']:g} min; best validation Dice "
+    budget = f"{f['minutes']:g} min" if f["minutes"] else f"a budget of {a.iterations} steps"
+    print(f"fit {f['recipe']}: {f['used_minutes']:g} min, {budget}; best validation Dice "
           f"{s['best_val_dice']:.4f}; model in {a.out} (semiseg predict {a.out} -i IMAGES -o PRED)")
     if not a.no_report:
         write_run_report(a.out, a.quiet)
@@ -193,8 +194,9 @@ def add_train_args(p: argparse.ArgumentParser, selftrain: bool = False) -> None:
     g.add_argument("--log-every", type=int, default=10, help="iterations per metrics.csv row (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--amp", choices=AMP_CHOICES, default="auto",
-                   help="mixed precision in training and validation (auto: fp16 on CUDA, bf16 on CPUs with native "
-                        "bf16; off: float32)")
+                   help="mixed precision in training and validation (auto: fp16 on CUDA; on a CPU, bf16 only where "
+                        "a probe of the run's first step finds it faster than float32 (emulated bf16 is 2-3x "
+                        "slower), recorded in RUN/precision.json; off: float32; bf16: forced)")
     g.add_argument("--device", help="torch device (default cuda when available)")
 
 
@@ -226,14 +228,18 @@ def register(add) -> None:
                    "planned and preprocessed (then planning costs nothing)")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="fit folder; ends as the final model's run "
                    "folder (give it again to continue an interrupted fit)")
-    p.add_argument("--minutes", type=float, required=True, help="total wall-clock budget of every stage")
+    b = p.add_mutually_exclusive_group(required=True)
+    b.add_argument("--minutes", type=float, help="total wall-clock budget of every stage")
+    b.add_argument("--iterations", type=int, metavar="N", help="instead of --minutes: N training steps shared by "
+                   "the training stages as the minutes would be (pseudo-labelling is not counted), so that the "
+                   "result does not depend on the host's speed")
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> a student warm-started from the "
-                        "teacher that continues its learning-rate schedule; the best semi-supervised recipe "
-                        "measured); offline (the student restarts the schedule); bcp, mean-teacher, cps: supervised "
-                        "pre-training then that method; supervised (the labels alone: in 30 CPU minutes 0.010 below "
-                        "the default on LA-8 and 0.007 above it on ACDC-7, docs/benchmarks.md)")
+                        "teacher that continues its learning-rate schedule and must overtake the teacher by a third "
+                        "of its time, else the teacher continues for the rest); offline (the student restarts the schedule); bcp, mean-teacher, cps: supervised "
+                        "pre-training then that method; supervised (the labels alone, the baseline; "
+                        "docs/benchmarks.md compares them)")
     p.add_argument("--teacher-share", type=float, metavar="F", help="share of the training budget for the first "
                    "training stage (the teacher, or the pre-training; default the recipe's: offline 0.4, "
                    "offline-continued 0.6, bcp/mean-teacher/cps 0.5)")
@@ -249,7 +255,8 @@ def register(add) -> None:
                    "object)")
     p.add_argument("--labeled-key", metavar="KEY")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (default auto)")
+    p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision of every stage (default auto: measured "
+                   "per stage, as train --amp)")
     p.add_argument("--device", help="torch device (default cuda when available)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="of every training stage (default sgd: Nesterov, "
                    "poly decay, nnU-Net; adamw, cosine, learns rare classes sooner in short budgets)")

@@ -6,8 +6,9 @@ sliding windows, Gaussian blending, mirroring TTA and ensembling stay in
 is made once (:func:`onnx_graph`, at ``semiseg export`` time; for a run folder when it is loaded)
 with the plan's patch and a free batch axis.
 
-ONNX Runtime runs float32. OpenVINO follows ``--amp`` like the torch path: bf16 on CPUs with native
-bf16 (``auto``), float32 with ``off``.
+ONNX Runtime runs float32. OpenVINO follows the model's resolved precision like the torch path
+(:func:`semiseg.utils.device.inference_amp`: bf16 where it was measured faster on this host, or with
+``--amp bf16``; float32 otherwise).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from ..utils import SemisegError, read_json
 from . import postprocessing
 from .backends import OPSET, onnx_graph
 from .modelfile import is_model_file, save_weights, write_model_file
-from .runs import build_network, is_segmentation, parse_run_spec, run_weights
+from .runs import build_network, is_segmentation, parse_run_spec, run_precision, run_weights
 
 
 def _member_name(run: Path, taken: set) -> str:
@@ -74,7 +74,8 @@ def export_model(runs: list[str], out, checkpoint: str = "best", nets: list[str]
                 largest_component = postprocessing.run_choice(run, iteration) or False
         members.append({"name": name, "source": str(run.resolve()), "checkpoint": ck_name,
                         "iteration": iteration, "record": dict(rec, predict_with=list(names)),
-                        "plans": f"members/{name}/plans.json", "files": files, "summary": summary})
+                        "plans": f"members/{name}/plans.json", "files": files, "summary": summary,
+                        "precision": run_precision(run)})
     manifest = {
         "semiseg": __version__, "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),

@@ -80,10 +80,10 @@ def case_files(files) -> list:
 
 
 def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: float | None = None, tta: bool = False,
-                 forced_spacing: list | None = None, device=None, amp: str = "auto",
+                 forced_spacing: list | None = None, device=None,
                  times: dict | None = None) -> tuple[torch.Tensor, dict]:
     """Mean probabilities of every network of every model for one case, in the case's original grid
-    (K, z, y, x). ``times`` (a dict) accumulates seconds per stage: ``preprocess``, ``network``,
+    (K, z, y, x), each model in its own resolved precision (``Model.amp``). ``times`` (a dict) accumulates seconds per stage: ``preprocess``, ``network``,
     ``sliding_window`` (network + windowing and blending), ``resample`` (back to the original grid)."""
     acc, info = MeanProbs(), {}
     cache: dict[str, tuple] = {}
@@ -92,7 +92,7 @@ def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: f
         t = time.perf_counter()
         data, props = preprocessed_for(m, image, geom, cache, forced_spacing)
         times["preprocess"] = times.get("preprocess", 0.0) + time.perf_counter() - t
-        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device, amp=amp,
+        p = sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, step), tta=tta, device=device, amp=m.amp,
                                  times=times)
         t = time.perf_counter()
         acc.add(probs_to_original(p, props), len(m.nets))
@@ -184,7 +184,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
             t = time.time()
             image, geom = read_case_image(Case(cid, case_files(files)))
             times["read"] = time.time() - t
-            probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, amp, times)
+            probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, times)
             t1 = time.time()
             seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
             if keep_largest:

@@ -19,7 +19,7 @@ from ..nets import create_network
 from ..planning import Plans, load_plans
 from ..utils import SemisegError, read_json, write_json
 from ..utils.checkpoint import load_checkpoint
-from ..utils.device import default_device
+from ..utils.device import PRECISION_FILE, default_device, inference_amp
 from . import postprocessing
 from .backends import backend_net, onnx_graph
 from .modelfile import is_model_file, load_weights, read_model_file
@@ -36,6 +36,7 @@ class Model:
     nets: list
     names: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)  # inference defaults (a model file's; a run's postprocessing)
+    amp: str = "off"  # the resolved precision it predicts in (utils.device.inference_amp)
 
     @property
     def step(self) -> float:
@@ -94,10 +95,17 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
         return models[0]
     run = Path(run)
     rec, ck, weights, iteration = run_weights(run, checkpoint, nets)
+    amp = inference_amp(amp, device or default_device(), run_precision(run))
     out = [build_network(rec, name, w, f"{ck} ({name})", device, backend, amp) for name, w in weights.items()]
     chosen = postprocessing.run_choice(run, iteration)
     return Model(run, load_plans(run), rec["configuration"], out, list(weights),
-                 {} if chosen is None else {"largest_component": chosen})
+                 {} if chosen is None else {"largest_component": chosen}, amp)
+
+
+def run_precision(run: Path) -> dict | None:
+    """The precision a run trained in and where it was measured (``RUN/precision.json``), if recorded."""
+    f = Path(run) / PRECISION_FILE
+    return read_json(f, "the run's precision") if f.exists() else None
 
 
 def run_weights(run: Path, checkpoint: str, nets: list[str] | None = None) -> tuple[dict, Path, dict, int | None]:
@@ -149,6 +157,7 @@ def load_model_file(path, nets: list[str] | None = None, device=None, backend: s
     for m in manifest["members"]:
         rec = m["record"]
         names = nets or rec["predict_with"]
+        m_amp = inference_amp(amp, device or default_device(), m.get("precision"))
         loaded = []
         for name in names:
             if name not in rec["networks"]:
@@ -158,10 +167,10 @@ def load_model_file(path, nets: list[str] | None = None, device=None, backend: s
             where = f"{path}: {files['weights']}"
             weights = load_weights(blobs[files["weights"]], where, files.get("aliases"))
             graph = blobs.get(files.get("onnx") or "")
-            loaded.append(build_network(rec, name, weights, where, device, backend, amp, graph))
+            loaded.append(build_network(rec, name, weights, where, device, backend, m_amp, graph))
         plans = Plans(json.loads(blobs[m["plans"]].decode("utf-8")))
         out.append(Model(Path(f"{path}:{m['name']}"), plans, rec["configuration"], loaded, list(names),
-                         dict(manifest.get("inference") or {})))
+                         dict(manifest.get("inference") or {}), m_amp))
     return out
 
 

@@ -13,6 +13,8 @@ from ..data.dataset import Dataset, Split, declared_label_values, read_case_imag
 from ..utils import SemisegError, bbox_slices, parallel_map
 
 SAMPLES_PER_CASE = 10_000
+RESERVOIR = 2_000_000  # intensity samples kept per channel (all voxels; foreground): a fixed memory whatever
+#   the number of scans (200 scans fill it; more are subsampled, see Reservoir)
 
 
 def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
@@ -35,6 +37,7 @@ def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
 def _fingerprint_case(args) -> dict:
     case, labeled, declared, seed = args
     rng = np.random.default_rng(seed)
+    key_rng = np.random.default_rng([seed, 1])  # the reservoir's keys: a stream of their own (samples unchanged)
     img, geom = read_case_image(case)
     bbox = nonzero_bbox(img)
     sl = bbox_slices(bbox)
@@ -54,12 +57,47 @@ def _fingerprint_case(args) -> dict:
                       "sumsq": float(np.square(flat, dtype=np.float64).sum()),
                       "min": float(flat.min()), "max": float(flat.max()),
                       "sample": rng.choice(flat, min(SAMPLES_PER_CASE, flat.size), replace=False)}}
+        ch["all"]["keys"] = key_rng.random(ch["all"]["sample"].size)
         if fg is not None and fg.any():
             vals = v[fg]
             ch["foreground"] = {"n": int(vals.size),
                                 "sample": rng.choice(vals, min(SAMPLES_PER_CASE, vals.size), replace=False)}
+            ch["foreground"]["keys"] = key_rng.random(ch["foreground"]["sample"].size)
         out["channels"].append(ch)
     return out
+
+
+class Reservoir:
+    """A fixed-size sample of intensities over every scan, the same whatever the number of worker
+    processes: each sampled voxel carries a random key drawn from its own case's seed, and the ``size``
+    smallest keys stay (a bottom-k sketch), so plan's memory is flat in the number of scans. The kept
+    values stay in case order, and while everything fits nothing is dropped: the sample is then the
+    plain concatenation of the cases' samples (plans of datasets up to ``size / SAMPLES_PER_CASE``
+    scans are what they were before the reservoir)."""
+
+    def __init__(self, size: int = RESERVOIR):
+        self.size, self.n_cases = size, 0
+        self._values, self._keys, self._pending = [], [], 0
+
+    def add(self, sample: np.ndarray, keys: np.ndarray) -> None:
+        self.n_cases += 1
+        self._values.append(sample)
+        self._keys.append(keys.astype(np.float32))
+        self._pending += sample.size
+        if self._pending > self.size // 4 + self.size:  # merge now and then, not per case
+            self._merge()
+
+    def _merge(self) -> None:
+        values, keys = np.concatenate(self._values), np.concatenate(self._keys)
+        if values.size > self.size:
+            keep = np.sort(np.argpartition(keys, self.size - 1)[:self.size])  # in case order
+            values, keys = values[keep], keys[keep]
+        self._values, self._keys, self._pending = [values], [keys], values.size
+
+    @property
+    def values(self) -> np.ndarray:
+        self._merge()
+        return self._values[0]
 
 
 def _stats(sample: np.ndarray) -> dict:
@@ -78,26 +116,33 @@ def fingerprint(ds: Dataset, split: Split, workers: int | None = None, progress:
     labeled = set(split.labeled)
     declared = declared_label_values(ds.labels)
     jobs = [(ds.cases[c], c in labeled, declared, seed + i) for i, c in enumerate(ids)]
-    # per-case results hold float32 samples (10,000 voxels per channel): ~80 MB for 2,000 scans
-    per_case = list(parallel_map(_fingerprint_case, jobs, workers=workers, desc="fingerprint",
-                                 progress=progress))
+    n_ch = len(ds.channel_names)
+    sums = [{"n": 0, "sum": 0.0, "sumsq": 0.0, "min": math.inf, "max": -math.inf} for _ in range(n_ch)]
+    res_all, res_fg = [Reservoir() for _ in range(n_ch)], [Reservoir() for _ in range(n_ch)]
+    per_case = []  # small per-case facts; the intensity samples go into the reservoirs as results arrive
+    for pc in parallel_map(_fingerprint_case, jobs, workers=workers, desc="fingerprint", progress=progress):
+        for c, ch in enumerate(pc.pop("channels")):
+            a, t = ch["all"], sums[c]
+            t["n"] += a["n"]
+            t["sum"] += a["sum"]
+            t["sumsq"] += a["sumsq"]
+            t["min"], t["max"] = min(t["min"], a["min"]), max(t["max"], a["max"])
+            res_all[c].add(a["sample"], a["keys"])
+            if "foreground" in ch:
+                res_fg[c].add(ch["foreground"]["sample"], ch["foreground"]["keys"])
+        per_case.append(pc)
     if not per_case:
         raise SemisegError(f"{ds.root}: no training cases to plan from")
     intensity = []
     for c, name in enumerate(ds.channel_names):
-        n = sum(pc["channels"][c]["all"]["n"] for pc in per_case)
-        s = sum(pc["channels"][c]["all"]["sum"] for pc in per_case)
-        ss = sum(pc["channels"][c]["all"]["sumsq"] for pc in per_case)
-        mean = s / n
-        allsample = np.concatenate([pc["channels"][c]["all"]["sample"] for pc in per_case])
-        all_stats = _stats(allsample)
-        all_stats.update({"mean": mean, "std": math.sqrt(max(ss / n - mean * mean, 0.0)),
-                          "min": min(pc["channels"][c]["all"]["min"] for pc in per_case),
-                          "max": max(pc["channels"][c]["all"]["max"] for pc in per_case)})
-        fgs = [pc["channels"][c]["foreground"]["sample"] for pc in per_case if "foreground" in pc["channels"][c]]
-        fg_stats = _stats(np.concatenate(fgs)) if fgs else {}
+        t = sums[c]
+        mean = t["sum"] / t["n"]
+        all_stats = _stats(res_all[c].values)
+        all_stats.update({"mean": mean, "std": math.sqrt(max(t["sumsq"] / t["n"] - mean * mean, 0.0)),
+                          "min": t["min"], "max": t["max"]})
+        fg_stats = _stats(res_fg[c].values) if res_fg[c].n_cases else {}
         intensity.append({"channel": name, "all_voxels": all_stats, "foreground": fg_stats,
-                          "n_cases_foreground": len(fgs)})
+                          "n_cases_foreground": res_fg[c].n_cases})
     spacings = np.array([pc["spacing"] for pc in per_case])
     shapes = np.array([pc["shape_after_crop"] for pc in per_case])
     return {"n_cases": len(per_case), "n_labeled": len(split.labeled),

@@ -122,7 +122,8 @@ def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, 
     acc = MeanProbs()
     data = np.moveaxis(vol, 1, 1 + axis)  # back to the plan's axis order for the sliding window
     for m in reference_models:
-        acc.add(sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, None), device=device, slices=sampled),
+        acc.add(sliding_window_probs(m.nets, data, m.cfg, step=model_step(m, None), device=device, slices=sampled,
+                                     amp=m.amp),
                 len(m.nets))
     lab = acc.mean().argmax(0).numpy()  # (K, len(sampled), H, W) -> (len(sampled), H, W)
     masks = {s: lab[i] for i, s in enumerate(sampled)}

@@ -101,7 +101,7 @@ def _members(models, image, geom, step, tta_members, device):
         for net, name in zip(m.nets, m.names):
             for f in _flip_sets(m, tta_members):
                 d = np.flip(np.asarray(data), [a + 1 for a in f]).copy() if f else data
-                p = sliding_window_probs([net], d, m.cfg, step=model_step(m, step), device=device)
+                p = sliding_window_probs([net], d, m.cfg, step=model_step(m, step), device=device, amp=m.amp)
                 if f:
                     p = torch.flip(p, [a + 1 for a in f])
                 yield f"{Path(m.run).name}:{name}" + (f":flip{''.join(map(str, f))}" if f else ""), \

@@ -42,6 +42,8 @@ class TrainConfig:
     iterations: int | None = None      # iteration budget (the schedule runs over it)
     schedule_span: list | None = None  # [A, B]: the budget runs this part of one longer learning-rate schedule
     #   (a stage continuing its predecessor's schedule, as fit's offline teacher -> student); default [0, 1]
+    give_up: list | None = None        # [P, D]: end the run at a validation past P of its budget while its best
+    #   validation Dice is below D (fit's probation of a student that must overtake its teacher)
     optimizer: str = "sgd"             # sgd (Nesterov, poly decay, nnU-Net) | adamw (cosine)
     lr: float | None = None            # default 1e-2 (sgd) / 1e-3 (adamw)
     weight_decay: float | None = None  # default 3e-5 (sgd) / 1e-2 (adamw)
@@ -58,7 +60,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     workers: int | None = None         # data-loading processes (default: 1 on <= 4 cores, else cores - 2)
-    amp: str = "auto"                  # auto (fp16 on CUDA, bf16 on a CPU that has it) | off | bf16
+    amp: str = "auto"                  # auto (fp16 on CUDA; on a CPU measured per run: training.precision) | off | bf16
     device: str | None = None          # default cuda when available
 
     def __post_init__(self):
@@ -78,6 +80,8 @@ class TrainConfig:
             span = self.schedule_span
             if len(span) != 2 or not 0 <= float(span[0]) < float(span[1]) <= 1:
                 raise SemisegError(f"schedule_span must be [A, B] with 0 <= A < B <= 1, not {list(span)}")
+        if self.give_up is not None and (len(self.give_up) != 2 or not 0 < float(self.give_up[0]) < 1):
+            raise SemisegError(f"give_up must be [P, D] with 0 < P < 1 (share of the budget), not {self.give_up}")
         if self.pseudo_labels is not None:
             parse_select(self.select)
         if self.pseudo_classes is not None and not all(isinstance(c, int) and c >= 1 for c in self.pseudo_classes):

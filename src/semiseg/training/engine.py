@@ -38,9 +38,9 @@ from ..planning import Plans, load_plans
 from ..preprocessing.cache import load_case
 from ..pseudolabels.selection import cache_pseudo_labels, read_scores, select_cases
 from ..utils import SemisegError, class_argmax, read_json, write_json
-from ..utils.device import autocast, autocast_dtype, default_device
+from ..utils.device import RESOLVED, autocast, default_device, static_amp
 from ..utils.profile import ResourceSampler
-from . import distributed
+from . import distributed, precision
 from .budget import Budget, learning_rate, make_optimizer
 from .config import TrainConfig, input_channels
 from .runlog import RunLog
@@ -69,6 +69,12 @@ class Setup:
     label_dirs: dict = field(default_factory=dict)
     resume: bool = False
     warm: dict = field(default_factory=dict)  # network -> the --init run's network it started from
+    precision: dict = field(default_factory=dict)  # the resolved precision (RUN/precision.json)
+
+    @property
+    def amp(self) -> str:
+        """The precision training and validation run in (``off``, ``bf16``, ``fp16``)."""
+        return self.precision["amp"]
 
     @property
     def checkpoints(self) -> Path:
@@ -110,9 +116,12 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
     sampler = ResourceSampler() if s.rank == 0 else None
     if sampler:
         sampler.__enter__()
-    t_start, last_ck, last_row = time.time() - st.elapsed, time.time(), (time.time(), st.iteration)
-    # a run killed after its last step but before summary.json resumes straight to the end
-    done = budget.done(st.iteration, st.elapsed)
+    t_start = time.time() - st.elapsed
+    choose_precision(s, p, st, log)  # on the run's clock: a probe's seconds count in a time budget
+    last_ck, last_row = time.time(), (time.time(), st.iteration)
+    # a run killed after its last step (or after giving up) but before summary.json resumes straight to the end
+    gave_up = resume and gives_up(s.cfg, st, budget)
+    done = budget.done(st.iteration, st.elapsed) or gave_up
     try:
         while not done:
             lr = step(s, p, st, next(loader), budget)
@@ -126,6 +135,11 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
                     validate_and_log(s, p, st, budget, val, row, log)
                     st.elapsed = time.time() - t_start
                     st.last_validation = st.elapsed  # the next one counts from the end of this one
+                    if not done and gives_up(s.cfg, st, budget):
+                        done = gave_up = True
+                        log.log(f"giving up at iteration {st.iteration}: best validation Dice {st.best_val_dice:.4f} "
+                                f"is below {float(s.cfg.give_up[1]):.4f} past {float(s.cfg.give_up[0]):.0%} of the "
+                                "budget (--give-up)")
                 log.row(row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", best=f"{st.best_val_dice:.3f}")
                 if do_val or time.time() - last_ck > s.cfg.checkpoint_minutes * 60:
@@ -136,7 +150,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         bar.close()
         if sampler:
             sampler.__exit__(None, None, None)
-    return finish(s, p, st, log, sampler, val)
+    return finish(s, p, st, log, sampler, val, gave_up)
 
 
 # --------------------------------------------------------------------------- preparation
@@ -252,7 +266,7 @@ def build(s: Setup) -> Parts:
                             pseudo_share=cfg.pseudo_share)
     ncpu = os.cpu_count() or 1
     workers = cfg.workers if cfg.workers is not None else (1 if ncpu <= 4 else min(8, ncpu - 2))
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype(cfg.amp, s.device) == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=static_amp(cfg.amp, s.device) == "fp16")
     return Parts(method, nets, train_nets, optims, scaler, data, batch, ubatch, workers, notes)
 
 
@@ -294,6 +308,25 @@ def start_log(s: Setup, p: Parts, st: TrainState, log: RunLog, resume: bool, val
                                         for k, v in p.nets.items()))
 
 
+def choose_precision(s: Setup, p: Parts, st: TrainState, log: RunLog) -> None:
+    """Resolve ``--amp`` once per run (:mod:`.precision`): kept on resume, else measured by rank 0 on
+    the first batch when it must be, shared with every rank, written to ``RUN/precision.json``."""
+    def measure():
+        batch = p.data[st.iteration]
+        batch = {k: (v.to(s.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return precision.probe(p.method, p.nets, batch, s.device)
+
+    rec = precision.decide(s.run, s.cfg.amp, s.device, s.resume, measure if s.rank == 0 else
+                           lambda: {"amp": "off", "how": "probe (rank 0's)"})
+    if s.world > 1 and rec.get("how", "").startswith("probe"):  # every rank runs rank 0's choice
+        k = distributed.broadcast_floats([float(RESOLVED.index(rec["amp"]))], s.world, s.device)[0]
+        rec["amp"] = RESOLVED[int(k)]
+    s.precision = rec
+    if s.rank == 0 and not s.resume:
+        precision.save(s.run, rec)
+        log.log(precision.describe(rec))
+
+
 # --------------------------------------------------------------------------- one step
 def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: Budget) -> float:
     """One optimizer step of every trainable network, then the method's ``after_step``. Returns the
@@ -312,7 +345,7 @@ def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: Budget) -> flo
         p.scaler.scale(part).backward()
 
     state = {"iteration": st.iteration, "progress": progress, "backward": backward}
-    with autocast(s.device, s.cfg.amp):
+    with autocast(s.device, s.amp):
         losses = p.method.losses(p.train_nets, batch, state)
     loss = losses["loss"]
     if not torch.isfinite(loss):
@@ -367,7 +400,7 @@ def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: Budget, val: li
         n_cls = s.plans.num_classes
         r = p.method.validate(use, s.work, val, s.net_cfg, n_cls, s.device)
         d, per, variants = (*r, None) if r is not None else validate(use, s.work, val, s.net_cfg, n_cls,
-                                                                    s.cfg.val_step, s.device, s.cfg.amp)
+                                                                    s.cfg.val_step, s.device, s.amp)
         names = s.plans.class_names()
         row["val_dice"] = d
         row.update({f"val_dice_{n}": v for n, v in zip(names, per)})
@@ -396,7 +429,15 @@ def save(s: Setup, p: Parts, st: TrainState, kind: str) -> None:
                p.method.state_dict() if full else None)
 
 
-def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) -> dict:
+def gives_up(cfg: TrainConfig, st: TrainState, budget: Budget) -> bool:
+    """``cfg.give_up = [P, D]``: past P of the budget, the best validation Dice is still below D."""
+    if not cfg.give_up or st.best_iteration < 0:
+        return False
+    share, dice = (float(x) for x in cfg.give_up)
+    return budget.progress(st.iteration, st.elapsed) >= share and st.best_val_dice < dice
+
+
+def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list, gave_up: bool = False) -> dict:
     """Final checkpoints, the last plot and ``summary.json``."""
     save(s, p, st, "final")
     if not val:
@@ -411,7 +452,7 @@ def finish(s: Setup, p: Parts, st: TrainState, log: RunLog, sampler, val: list) 
                "mean_cpu_util": round(res.get("mean_cpu_util", 0.0), 2),
                "peak_gpu_mb": round(res.get("peak_gpu_mb", 0.0)), "processes": s.world, "loader_workers": p.workers,
                "labeled": len(s.labeled), "pseudo_labeled": len(s.pseudo), "unlabeled": len(s.unlabeled),
-               "val": len(val)}
+               "val": len(val), "amp": s.amp, "gave_up": bool(gave_up)}
     if s.rank == 0:
         write_json(summary, s.run / "summary.json")
         log.log(f"done: {st.iteration} iterations in {st.elapsed:.0f} s; {best_validation(summary)}; "

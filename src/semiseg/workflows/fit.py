@@ -111,15 +111,19 @@ class Stage:
     pseudo: bool = False  # train on the labels plus the pseudo-labels of the last pseudolabel stage
     continues: bool = False  # continue the previous training stage's learning-rate schedule (schedule_span)
     #   instead of starting a fresh one at the full rate
+    probation: float | None = None  # past this share of its budget the stage must have overtaken the previous
+    #   training stage's best validation Dice, else it stops and its time goes back to that stage (continued)
+    init_from: str = "best"  # the previous training stage's checkpoint it starts from
 
 
+PROBATION = 0.35  # the student's share of its budget by which it must beat the teacher (see Stage.probation)
 STUDENT = {"select": "all", "select_score": "entropy", "pseudo_share": 0.5}  # every pseudo-label (entropy:
 #   the score a single member has), half of the patches from labeled scans
 RECIPES: dict[str, list[Stage]] = {
     "offline": [Stage("teacher", share=0.4), Stage("pseudolabel", "pseudolabel"),
                 Stage("student", config=STUDENT, pseudo=True)],
     "offline-continued": [Stage("teacher", share=0.6), Stage("pseudolabel", "pseudolabel"),
-                          Stage("student", config=STUDENT, pseudo=True, continues=True)],
+                          Stage("student", config=STUDENT, pseudo=True, continues=True, probation=PROBATION)],
     "bcp": [Stage("pretrain", share=0.5, config={"method_options": {"mix": "copy-paste"}}),
             Stage("mean-teacher", config={"method": "mean-teacher", "method_options": {"mix": "copy-paste"}})],
     "mean-teacher": [Stage("pretrain", share=0.5),
@@ -158,6 +162,9 @@ def describe(recipe: str, minutes: float, teacher_share: float | None = None) ->
             share = f"{st.share:.0%} of the training budget" if st.share else "the rest of the budget"
             extra = " on labels + pseudo-labels" if st.pseudo else ""
             extra += ", continuing its learning-rate schedule" if st.continues else ""
+            if st.probation:
+                extra += (f"; past {st.probation:.0%} of its budget it must have overtaken the previous stage's best "
+                          "validation Dice, else it stops and that stage continues for the rest")
             lines.append(f"{st.name}: {st.config.get('method', 'supervised')}{extra}, {share}")
     return lines
 
@@ -191,65 +198,85 @@ class Fit:
         st["seconds"] = max(st.get("train_seconds", 0.0), time.time() - t0)
         st["done"] = True
         self.save()
-        self.log(f"{name}: done in {st['seconds'] / 60:.1f} min ({self.spent_s() / 60:.1f} of "
-                 f"{self.s['minutes']:g} min used)")
+        of = f" of {self.s['minutes']:g}" if self.s.get("minutes") else ""
+        self.log(f"{name}: done in {st['seconds'] / 60:.1f} min ({self.spent_s() / 60:.1f}{of} min used)")
         return st
 
     def train_stage(self, i: int, stage: Stage, work: Path, prev: Path | None, pseudo: Path | None,
-                    training_left: list[Stage], span_start: float, reserve_min: float) -> Path:
+                    training_left: list[Stage], span_start: float, reserve_min: float, beat: float | None = None,
+                    name: str | None = None) -> Path:
         """``span_start``: where this stage's part of the schedule starts (0, or where the previous stage's
         ended when this one continues it); ``reserve_min``: minutes the stages between this one and the
-        next training stage are given (pseudo-labelling), when that one continues this one's schedule."""
-        run = self.out / "stages" / f"{i}-{stage.name}"
+        next training stage are given (pseudo-labelling), when that one continues this one's schedule;
+        ``beat``: the previous stage's best validation Dice, which a stage on probation must overtake."""
+        name = name or stage.name
+        run = self.out / "stages" / f"{i}-{name}"
+        steps = self.s.get("iterations")  # a budget in steps (the demo's) instead of minutes
 
         def go(st):
-            if "minutes" not in st:  # fixed once, so a resumed stage keeps its budget
-                left = self.s["minutes"] - self.spent_s() / 60
-                if stage.share is not None:
-                    minutes = self.s["training_minutes"] * stage.share
-                else:
-                    minutes = left / max(1, sum(1 for s in training_left if s.share is None))
-                if minutes < MIN_STAGE_MINUTES:
-                    if prev is None:  # nothing trained yet: refuse before spending anything
-                        raise SemisegError(f"the budget of {self.s['minutes']:g} min leaves {minutes:.2f} min for "
-                                           f"stage {stage.name} (planning and preprocessing took the rest); give "
-                                           "more --minutes")
-                    self.log(f"{stage.name}: the earlier stages overran the budget; {MIN_STAGE_MINUTES:g} min for it "
-                             "anyway")
-                    minutes = MIN_STAGE_MINUTES
-                st["minutes"] = round(minutes, 3)
+            if "minutes" not in st and "iterations" not in st:  # fixed once, so a resumed stage keeps its budget
                 end = 1.0
-                if len(training_left) > 1 and training_left[1].continues:  # one schedule over both stages:
-                    later = max(left - minutes - reserve_min, MIN_STAGE_MINUTES)  # this one's share of it
-                    end = span_start + (1 - span_start) * minutes / (minutes + later)
+                if steps:
+                    left = steps - sum(x.get("iterations", 0) for x in self.s["stages"].values() if x.get("done"))
+                    n = int(round(steps * stage.share)) if stage.share is not None else \
+                        left // max(1, sum(1 for s in training_left if s.share is None))
+                    st["iterations"] = max(1, n)
+                    if len(training_left) > 1 and training_left[1].continues:
+                        end = span_start + (1 - span_start) * n / max(left, 1)
+                else:
+                    left = self.s["minutes"] - self.spent_s() / 60
+                    if stage.share is not None:
+                        minutes = self.s["training_minutes"] * stage.share
+                    else:
+                        minutes = left / max(1, sum(1 for s in training_left if s.share is None))
+                    if minutes < MIN_STAGE_MINUTES:
+                        if prev is None:  # nothing trained yet: refuse before spending anything
+                            raise SemisegError(f"the budget of {self.s['minutes']:g} min leaves {minutes:.2f} min for "
+                                               f"stage {name} (planning and preprocessing took the rest); give "
+                                               "more --minutes")
+                        self.log(f"{name}: the earlier stages overran the budget; {MIN_STAGE_MINUTES:g} min for it "
+                                 "anyway")
+                        minutes = MIN_STAGE_MINUTES
+                    st["minutes"] = round(minutes, 3)
+                    if len(training_left) > 1 and training_left[1].continues:  # one schedule over both stages:
+                        later = max(left - minutes - reserve_min, MIN_STAGE_MINUTES)  # this one's share of it
+                        end = span_start + (1 - span_start) * minutes / (minutes + later)
                 st["schedule_span"] = [round(span_start, 4), round(end, 4)]
+                if stage.probation and beat is not None:
+                    st["give_up"] = [stage.probation, beat]
                 self.save()
-            cfg = dict(self.s["train"], **stage.config, minutes=st["minutes"],
-                       checkpoint_minutes=CHECKPOINT_MINUTES)
+            budget = {"iterations": st["iterations"], "minutes": None} if "iterations" in st else \
+                {"minutes": st["minutes"]}
+            cfg = dict(self.s["train"], **stage.config, **budget, checkpoint_minutes=CHECKPOINT_MINUTES)
             cfg["method_options"] = dict(stage.config.get("method_options", {}))
             if st.get("schedule_span", [0, 1]) != [0, 1]:
                 cfg["schedule_span"] = st["schedule_span"]
+            if st.get("give_up"):
+                cfg["give_up"] = st["give_up"]
             if prev is not None:
-                cfg["init"] = f"{prev}@best"
+                cfg["init"] = f"{prev}@{stage.init_from}"
             if pseudo is not None:
                 cfg["pseudo_labels"] = str(pseudo)
                 if "pseudo_classes" not in st:  # fixed once, as the minutes
                     st["pseudo_classes"] = learned_classes(prev, cfg.get("class_gate", 0.5))
                     self.save()
-                    self.log(f"{stage.name}: pseudo-labels trusted for the classes the teacher learned (validation "
+                    self.log(f"{name}: pseudo-labels trusted for the classes the teacher learned (validation "
                              f"Dice >= {cfg.get('class_gate', 0.5):g}): {st['pseudo_classes'] or 'none'}; others "
                              "merged with background on pseudo-labeled patches")
                 cfg["pseudo_classes"] = st["pseudo_classes"]
             resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
             if not resume and run.exists():  # a start that died before its first checkpoint
                 shutil.rmtree(run)
-            self.log(f"{stage.name}: {'resuming' if resume else 'training'} {cfg.get('method', 'supervised')} "
-                     f"for {st['minutes']:g} min -> {run}")
+            size = f"{st['iterations']} steps" if "iterations" in st else f"{st['minutes']:g} min"
+            self.log(f"{name}: {'resuming' if resume else 'training'} {cfg.get('method', 'supervised')} "
+                     f"for {size}" + (f", on probation: it must beat {beat:.4f} by {stage.probation:.0%} of it"
+                                      if st.get("give_up") else "") + f" -> {run}")
             summ = train(work, run, TrainConfig.from_dict(cfg), resume=resume, progress=self.progress)
             return {"run": str(run), "iterations": summ["iterations"], "best_val_dice": summ["best_val_dice"],
-                    "best_iteration": summ["best_iteration"], "train_seconds": summ["elapsed_s"]}
+                    "best_iteration": summ["best_iteration"], "train_seconds": summ["elapsed_s"],
+                    "gave_up": bool(summ.get("gave_up")), "amp": summ.get("amp")}
 
-        self.stage(stage.name, go)
+        self.stage(name, go)
         return run
 
     def publish(self, run: Path) -> dict:
@@ -307,24 +334,34 @@ def slice_overrides(plan_cfg: dict, train: dict) -> dict:
     return {"patch_size": patch, "batch_size": batch}
 
 
-def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFAULT_RECIPE,
+def fit(dataset: str | Path, out: str | Path, minutes: float | None, recipe: str = DEFAULT_RECIPE,
         configuration: str = "auto", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
         train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print,
-        teacher_share: float | None = None) -> dict:
+        teacher_share: float | None = None, iterations: int | None = None) -> dict:
     """Run (or continue) ``semiseg fit`` into ``out``; returns OUT/summary.json's content.
     ``labeled``: case IDs, or N for the first N labeled cases of the plan's split (default all).
-    ``teacher_share``: the first training stage's share of the training budget (default the recipe's)."""
+    ``teacher_share``: the first training stage's share of the training budget (default the recipe's).
+    ``iterations`` instead of ``minutes``: a budget in training steps, shared by the training stages as
+    minutes would be (planning and pseudo-labelling take what they take; every scan is pseudo-labelled
+    with its mirrorings), so that the result does not depend on the host's speed (the demo's)."""
     dataset, out = Path(dataset).resolve(), Path(out).resolve()
     if (out / "fit.json").exists():  # continue with the saved settings
         s = read_json(out / "fit.json", "fit settings")
-        if (s["dataset"], s["recipe"], s["minutes"]) != (str(dataset), recipe, minutes):
-            raise SemisegError(f"{out}: holds a fit of {s['dataset']} (recipe {s['recipe']}, {s['minutes']:g} min); "
-                               "give the same DATASET, --recipe and --minutes to continue it, or another -o")
+        if (s["dataset"], s["recipe"], s["minutes"], s.get("iterations")) != (str(dataset), recipe, minutes,
+                                                                              iterations):
+            budget = f"{s['minutes']:g} min" if s["minutes"] else f"{s.get('iterations')} steps"
+            raise SemisegError(f"{out}: holds a fit of {s['dataset']} (recipe {s['recipe']}, {budget}); "
+                               "give the same DATASET, --recipe and --minutes (or --iterations) to continue it, or "
+                               "another -o")
     else:
         if recipe not in RECIPES:
             raise SemisegError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        if minutes <= 0:
+        if (minutes is None) == (iterations is None):
+            raise SemisegError("give a budget: --minutes M or --iterations N (one of them)")
+        if minutes is not None and minutes <= 0:
             raise SemisegError(f"--minutes must be positive, not {minutes}")
+        if iterations is not None and iterations < 2:
+            raise SemisegError(f"--iterations must be at least 2, not {iterations}")
         if teacher_share is not None and not 0 < teacher_share < 1:
             raise SemisegError(f"--teacher-share must be in (0, 1), not {teacher_share}")
         recipe_stages(recipe, teacher_share)  # refuses a share for a one-stage recipe
@@ -341,12 +378,13 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                          workers=workers, **(train_options or {}), minutes=1.0)
         TrainConfig.from_dict(dict(train_cfg, configuration="3d"))  # refuse bad options now
         out.mkdir(parents=True, exist_ok=True)
-        s = {"dataset": str(dataset), "recipe": recipe, "minutes": minutes, "student_plan": student_plan,
+        s = {"dataset": str(dataset), "recipe": recipe, "minutes": minutes, "iterations": iterations,
+             "student_plan": student_plan,
              "n_labeled": n_labeled, "teacher_share": teacher_share,
              "train": {k: v for k, v in train_cfg.items() if k != "minutes"}, "stages": {}}
         write_json(s, out / "fit.json")
     f = Fit(out, s, progress, log)
-    f.log(f"recipe {recipe} in {minutes:g} min in total:")
+    f.log(f"recipe {recipe} in {f'{minutes:g} min' if minutes else f'{iterations} training steps'} in total:")
     for line in describe(recipe, minutes, s.get("teacher_share")):
         f.log(f"  {line}")
 
@@ -384,12 +422,13 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             f.log(f"2D: patch {s['train']['patch_size']} batch {s['train']['batch_size']} (the plan's "
                   f"{plan_cfg['patch_size']} batch {plan_cfg['batch_size']}, sides capped at {SLICE_PATCH_MAX}, "
                   f"batch at {SLICE_BATCH_MAX}: more steps in the budget; --patch-size/--batch-size to choose)")
-    if "training_minutes" not in s:
+    if "training_minutes" not in s and minutes:
         s["training_minutes"] = round(minutes - f.spent_s() / 60, 3)
         f.save()
     cfg = TrainConfig.from_dict(dict(s["train"], minutes=1.0))
     _lab, unlabeled, _val = run_cases(work, cfg)
     stages = recipe_stages(recipe, s.get("teacher_share"))
+    stages_by_name = {st.name: st for st in stages}
     if any(st.kind == "pseudolabel" for st in stages) and not unlabeled:
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases; recipe {recipe} needs some "
                            "(--recipe supervised uses the labels alone)")
@@ -414,6 +453,8 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
                                        part_id=0, progress=False)
                     return (time.time() - t0) / len(ids)
 
+                if "tta_members" not in st and s.get("iterations"):  # a budget in steps: every scan, mirrorings
+                    st.update(tta_members=True, probe_s=0.0)
                 if "tta_members" not in st:  # decided once, on the first scan's cost
                     per_scan = seconds_per_scan([f"{teacher}@best"], unlabeled[:1], True)
                     st["tta_members"] = per_scan * len(unlabeled) <= PSEUDOLABEL_SHARE * 60 * s["minutes"]
@@ -446,15 +487,31 @@ def fit(dataset: str | Path, out: str | Path, minutes: float, recipe: str = DEFA
             continue
         rest = [s2 for s2 in stages[i:] if s2.kind == "train"]
         start = s["stages"][prev_name]["schedule_span"][1] if stage.continues and prev_name else 0.0
-        reserve = PSEUDOLABEL_SHARE * minutes if any(s2.kind == "pseudolabel" for s2 in stages[i + 1:]) else 0.0
+        reserve = PSEUDOLABEL_SHARE * (minutes or 0) if any(s2.kind == "pseudolabel" for s2 in stages[i + 1:]) \
+            else 0.0
+        beat = s["stages"][prev_name]["best_val_dice"] if stage.probation and prev_name else None
+        before = prev
         prev = runs[stage.name] = f.train_stage(i, stage, work, prev, pseudo if stage.pseudo else None, rest,
-                                                start, reserve)
+                                                start, reserve, beat)
+        if s["stages"][stage.name].get("gave_up"):  # the rest of its time goes back to the stage it did not beat
+            back = Stage(f"{prev_name}-continued", config=stages_by_name[prev_name].config, continues=True,
+                         init_from="final")
+            f.log(f"{stage.name}: did not overtake {prev_name} (best validation Dice "
+                  f"{s['stages'][stage.name]['best_val_dice']:.4f} against {beat:.4f}); {prev_name} continues "
+                  "its own schedule for the rest of the budget")
+            prev = runs[back.name] = f.train_stage(i, back, work, before, None, [back] + rest[1:], start, 0.0,
+                                                   name=back.name)
+            prev_name = back.name
+            continue
         prev_name = stage.name
     chosen = final_stage(s["stages"], list(runs))
-    if chosen != stages[-1].name:
-        f.log(f"{stages[-1].name}: best validation Dice {s['stages'][stages[-1].name]['best_val_dice']:.4f}, below "
+    last = list(runs)[-1]
+    if chosen != last:
+        f.log(f"{last}: best validation Dice {s['stages'][last]['best_val_dice']:.4f}, below "
               f"{chosen}'s {s['stages'][chosen]['best_val_dice']:.4f}: the final model is {chosen}'s")
     summ = f.publish(runs[chosen])
-    f.log(f"finished: {f.spent_s() / 60:.1f} of {minutes:g} min; final model ({chosen}) best validation "
-          f"Dice {summ['best_val_dice']:.4f}; run folder {out}")
+    used = (f"{sum(st.get('iterations', 0) for k, st in s['stages'].items() if k in runs)} of {s['iterations']} steps"
+            if s.get("iterations") else f"{f.spent_s() / 60:.1f} of {minutes:g} min")
+    f.log(f"finished: {used}; final model ({chosen}) best validation Dice {summ['best_val_dice']:.4f}; run folder "
+          f"{out}")
     return summ
