@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import HERE, append_rows, prepared_work
+from _common import append_rows, prepared_work
 
 CONFIGS = {
     "la-default": {"dataset": "LA", "student": False, "configuration": "3d", "extra": {}},

@@ -89,7 +89,8 @@ def cmd_fit(a) -> int:
     labeled = read_case_list(a.labeled_list, a.labeled_key) if a.labeled_list else a.labeled
     opts = {k: v for k, v in (("amp", a.amp), ("device", a.device), ("optimizer", a.optimizer), ("lr", a.lr),
                               ("network", a.network), ("patch_size", a.patch_size), ("batch_size", a.batch_size)) if v}
-    s = fit(a.dataset, a.out, a.minutes, iterations=a.iterations, recipe=a.recipe, configuration=a.config, labeled=labeled, seed=a.seed,
+    s = fit(a.dataset, a.out, a.minutes, iterations=a.iterations, recipe=a.recipe, configuration=a.config,
+            labeled=labeled, seed=a.seed,
             student_plan=a.student, train_options=opts, workers=a.workers, progress=progress(a),
             teacher_share=a.teacher_share,
             log=(lambda m: None) if a.quiet else print)
@@ -236,8 +237,9 @@ def register(add) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write report.html at the end (`semiseg report`)")
     p.add_argument("--recipe", choices=list(RECIPES), default=DEFAULT_RECIPE,
                    help=f"default {DEFAULT_RECIPE} (teacher -> pseudo-labels -> a student warm-started from the "
-                        "teacher that continues its learning-rate schedule and must overtake the teacher by a third "
-                        "of its time, else the teacher continues for the rest); offline (the student restarts the schedule); bcp, mean-teacher, cps: supervised "
+                        "teacher that continues its learning-rate schedule and must overtake the teacher by 35% "
+                        "of its time, else the teacher continues for the rest); offline (the student restarts the "
+                        "schedule); bcp, mean-teacher, cps: supervised "
                         "pre-training then that method; supervised (the labels alone, the baseline; "
                         "docs/benchmarks.md compares them)")
     p.add_argument("--teacher-share", type=float, metavar="F", help="share of the training budget for the first "

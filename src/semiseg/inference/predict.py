@@ -83,7 +83,8 @@ def predict_case(models: list[Model], image: np.ndarray, geom: Geometry, step: f
                  forced_spacing: list | None = None, device=None,
                  times: dict | None = None) -> tuple[torch.Tensor, dict]:
     """Mean probabilities of every network of every model for one case, in the case's original grid
-    (K, z, y, x), each model in its own resolved precision (``Model.amp``). ``times`` (a dict) accumulates seconds per stage: ``preprocess``, ``network``,
+    (K, z, y, x), each model in its own resolved precision (``Model.amp``). ``times`` (a dict) accumulates
+    seconds per stage: ``preprocess``, ``network``,
     ``sliding_window`` (network + windowing and blending), ``resample`` (back to the original grid)."""
     acc, info = MeanProbs(), {}
     cache: dict[str, tuple] = {}
