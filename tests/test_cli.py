@@ -11,7 +11,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     from semiseg.workflows.demo import run_demo
 
     lines = []
-    r = run_demo(tmp_path / "demo", progress=False, log=lines.append, minutes=0.2)
+    r = run_demo(tmp_path / "demo", progress=False, log=lines.append, iterations=30)
     res = r["results"]
     assert set(res) == {"roundtrip", "supervised", "fit"}
     # the preprocessing round trip of the validation labels is near perfect for every structure
@@ -21,18 +21,21 @@ def test_demo_end_to_end(tmp_path, capsys):
         s = res[name]
         assert s["n_cases"] == 4 and 0.0 <= s["mean_over_regions"]["dsc"] <= 1.0
         assert set(s["per_region"]) == {"organ", "sphere", "tube"}
-    # fit ran every stage of its recipe in the same minutes, pseudo-labelling as many of the 18 unlabeled cases as
-    # fit its share of the budget
-    pl = r["fit"]["stages"]["pseudolabel"]
-    assert list(r["fit"]["stages"]) == ["teacher", "pseudolabel", "student"] and pl["unlabeled"] == 18
-    assert 2 <= pl["scans"] <= 18
+    # fit ran every stage of its recipe in the same number of steps (the teacher continuing when the student did
+    # not overtake it), pseudo-labelling every one of the 18 unlabeled cases (a budget in steps)
+    st = r["fit"]["stages"]
+    pl = st["pseudolabel"]
+    assert list(st)[:3] == ["teacher", "pseudolabel", "student"] and pl["unlabeled"] == pl["scans"] == 18
+    assert list(st)[3:] == (["teacher-continued"] if st["student"]["gave_up"] else [])
+    assert sum(v["iterations"] for k, v in st.items() if k != "pseudolabel") == 30
+    assert r["supervised_iterations"] == 30
     assert r["plans"]["num_classes"] == 4 and r["times"]["total"] > 0
     assert (tmp_path / "demo" / "run_supervised" / "checkpoints" / "best.pt").exists()
     assert (tmp_path / "demo" / "fit" / "checkpoints" / "best.pt").exists()
     table = "\n".join(lines)
     assert "structure      supervised      fit" in table and "points from 18 unlabeled cases" in table
     # the command line: a second run replaces its own folder, but never a folder it did not make
-    assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--minutes", "0.2"]) == 0
+    assert main(["demo", "-o", str(tmp_path / "demo"), "-q", "--minutes", "0.1"]) == 0
     assert "[demo] done in" in capsys.readouterr().out
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "precious.txt").write_text("x")

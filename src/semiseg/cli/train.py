@@ -15,7 +15,7 @@ from ..planning import load_plans
 from ..training import OPTIMIZERS, TrainConfig, best_validation, train
 from ..utils import SemisegError, json_object, read_json
 from ..utils.device import AMP_CHOICES
-from ..workflows.demo import run_demo
+from ..workflows.demo import DEMO_STEPS, run_demo
 from ..workflows.fit import DEFAULT_RECIPE, RECIPES, fit
 from ..workflows.selftrain import selftrain
 from .common import progress, write_run_report
@@ -104,7 +104,8 @@ def cmd_fit(a) -> int:
 
 
 def cmd_demo(a) -> int:
-    run_demo(a.out, workers=a.workers, progress=progress(a), minutes=a.minutes, demo_labeled=a.labeled)
+    run_demo(a.out, workers=a.workers, progress=progress(a), minutes=a.minutes, iterations=a.iterations,
+             demo_labeled=a.labeled)
     return 0
 
 
@@ -268,9 +269,13 @@ def register(add) -> None:
     add_shape_args(p)
 
     p = add("demo", "Run semiseg end to end on a generated synthetic dataset: supervised training against `fit` "
-            "in the same minutes, evaluated per structure.", cmd_demo)
+            "in the same number of training steps, evaluated per structure.", cmd_demo)
     p.add_argument("-o", "--out", default="semiseg_demo", help="output folder (default ./semiseg_demo)")
-    p.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget of each model: the supervised "
-                   "training and the whole fit (default 2)")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--iterations", type=int, default=DEMO_STEPS, help="training steps of each model: the "
+                   f"supervised training and fit's stages together, so that the answer does not depend on the "
+                   f"host's speed (default {DEMO_STEPS})")
+    b.add_argument("--minutes", type=float, help="instead: a wall-clock budget of each model (the supervised "
+                   "training and the whole fit)")
     p.add_argument("--labeled", type=int, default=2,
                    help="labeled cases to train on; the rest are unlabeled (default 2)")
