@@ -117,8 +117,8 @@ class Demo:
 
     def fit(self) -> dict:
         s = fit(self.out / "work", self.out / "fit", self.minutes, iterations=self.iterations, configuration="3d",
-                labeled=self.labeled, seed=0, train_options=self.options(), workers=self.workers, progress=self.progress,
-                log=lambda m: self.log(f"[demo] {m}"))
+                labeled=self.labeled, seed=0, train_options=self.options(), workers=self.workers,
+                progress=self.progress, log=lambda m: self.log(f"[demo] {m}"))
         self.predict_and_score("fit", self.out / "fit")
         return s["fit"]
 
