@@ -154,3 +154,38 @@ def test_ct_windows_map_hounsfield_units_to_three_channels(tmp_path):
     assert out[0, 0, 0, 2] == pytest.approx(0.5)       # soft tissue at the abdomen window's level
     assert out[1, 0, 0, 0] == pytest.approx(350 / 1500)  # air inside the lung window
     assert out[0, 0, 0, 4] == 1.0 and out[0, 0, 0, 0] == 0.0  # clipped
+
+
+def test_reservoir_keeps_everything_until_full_then_a_fixed_size():
+    """Under its size the reservoir is the plain concatenation in case order (plans unchanged); over it,
+    exactly ``size`` values, the same whatever order of merging (keys decide)."""
+    from semiseg.planning.fingerprint import Reservoir
+
+    rng = np.random.default_rng(0)
+    parts = [(rng.normal(size=50).astype(np.float32), rng.random(50)) for _ in range(6)]
+    r = Reservoir(size=1000)
+    for v, k in parts:
+        r.add(v, k)
+    assert np.array_equal(r.values, np.concatenate([v for v, _ in parts]))
+    small = Reservoir(size=120)
+    for v, k in parts:
+        small.add(v, k)
+    keys = np.concatenate([k for _, k in parts]).astype(np.float32)
+    expect = np.concatenate([v for v, _ in parts])[np.sort(np.argsort(keys, kind="stable")[:120])]
+    assert small.values.size == 120 and np.array_equal(np.sort(small.values), np.sort(expect))
+
+
+def test_fingerprint_statistics_do_not_depend_on_workers(tmp_path, monkeypatch):
+    """With a reservoir smaller than the samples (so it subsamples), 1 and 2 worker processes give the
+    same intensity statistics, bit for bit."""
+    from semiseg.data.checking import load_dataset
+    from semiseg.planning import fingerprint as fpmod
+
+    monkeypatch.setattr(fpmod, "RESERVOIR", 3000)
+    monkeypatch.setattr(fpmod.Reservoir.__init__, "__defaults__", (3000,))
+    ds = load_dataset(make_dataset(tmp_path / "T", n=6, shape=(12, 24, 24)))
+    split = ds.split()
+    a = fpmod.fingerprint(ds, split, workers=1, progress=False)
+    b = fpmod.fingerprint(ds, split, workers=2, progress=False)
+    assert a["intensity"] == b["intensity"]
+    assert a["intensity"][0]["foreground"]["median"] != 0

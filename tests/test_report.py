@@ -27,6 +27,7 @@ def test_report_sections_and_refusal(run, tmp_path):
               "Time and memory", "Environment"):
         assert h in page, h
     assert len(re.findall(r"src='data:image/png;base64,", page)) == 4  # curves + best, median, worst
+    assert "precision: fp32 (asked (--amp))" in page  # the run's resolved precision and how it was decided
     assert "http://" not in page and "https://" not in page  # nothing fetched when viewed
     assert (run / "report" / "metrics.csv").exists()
     # a rerun reuses the validation predictions

@@ -91,7 +91,7 @@ def ended_best(run: Path) -> bool:
 
 
 RUN_FILES = ("config.json", "plans.json", "networks.json", "split.json", "metrics.csv", "progress.png",
-             "postprocessing.json")
+             "postprocessing.json", "precision.json")
 CHECKPOINT_MINUTES = 1.0
 MIN_STAGE_MINUTES = 0.05
 PSEUDOLABEL_SHARE = 0.1  # pseudo-labelling's share of the budget: mirrorings as members only when every scan fits

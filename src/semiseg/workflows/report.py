@@ -32,7 +32,9 @@ from ..data.io import read_image
 from ..evaluation.metrics import evaluate
 from ..inference.predict import predict_folder
 from ..planning import Plans
+from ..training.precision import describe as describe_precision
 from ..utils import SemisegError, atomic_path, read_json
+from ..utils.device import PRECISION_FILE
 
 COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
@@ -51,7 +53,7 @@ def write_report(run, out=None, predict: bool = True, progress: bool = False) ->
     summary = read_json(run / "summary.json", "run summary") if (run / "summary.json").exists() else {}
     val = _validation(run, plans, split, progress) if predict else {"note": "validation not predicted (--no-predict)"}
     parts = [_header(run, cfg, plans, summary), _curves(run), _val_table(val), _pictures(val, plans),
-             _resources(summary, val), _configuration(cfg, split), _environment()]
+             _resources(summary, val, run), _configuration(cfg, split), _environment()]
     page = _PAGE.format(title=html.escape(f"semiseg report: {run.name}"), body="\n".join(p for p in parts if p))
     with atomic_path(out, suffix=".html") as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -194,8 +196,11 @@ def _three_planes(img, ref, pred, n_classes: int, spacing_zyx):
     return fig
 
 
-def _resources(summary: dict, val: dict) -> str:
-    facts = [("training seconds", summary.get("elapsed_s")),
+def _resources(summary: dict, val: dict, run: Path) -> str:
+    prec = run / PRECISION_FILE
+    facts = [("precision", describe_precision(read_json(prec, "the run's precision")) if prec.exists() else
+              summary.get("amp", "not recorded")),
+             ("training seconds", summary.get("elapsed_s")),
              ("seconds per iteration", summary.get("seconds_per_iteration")),
              ("training peak RSS (MB)", summary.get("peak_rss_mb")),
              ("training peak GPU memory (MB)", summary.get("peak_gpu_mb")),
