@@ -33,7 +33,7 @@ from ..utils import SemisegError
 from .fit import fit
 
 LEARNED_DSC = 0.5  # a structure counts as learned at this validation DSC
-DEMO_STEPS = 600  # training steps of each model (supervised; fit's stages together)
+DEMO_STEPS = 800  # training steps of each model (supervised; fit's stages together)
 
 
 class Demo:
