@@ -23,7 +23,11 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     out = tmp_path / "fit"
     fj = json.loads((out / "fit.json").read_text())
     st = fj["stages"]
-    assert list(st) == ["plan", "preprocess", "teacher", "pseudolabel", "student"] and all(v["done"] for v in st.values())
+    assert list(st)[:5] == ["plan", "preprocess", "teacher", "pseudolabel", "student"]
+    assert all(v["done"] for v in st.values())
+    # a student that did not overtake the teacher by its probation gave the rest back to the teacher
+    assert list(st)[5:] == (["teacher-continued"] if st["student"]["gave_up"] else [])
+    trained = [k for k in ("teacher", "student", "teacher-continued") if k in st]
     # --config auto (the default) decided on the plan, once: these phantoms are not thick-slice scans
     assert fj["train"]["configuration"] == "3d" and "3D" in fj["configuration_why"]
     assert st["pseudolabel"]["unlabeled"] == 3  # 5 training cases, 2 labeled
@@ -34,10 +38,11 @@ def test_fit_runs_every_stage_and_ends_in_one_run_folder(tmp_path, capsys):
     assert cfg["init"].endswith("0-teacher@best") and cfg["pseudo_labels"].endswith("1-pseudolabel")
     assert cfg["val_every"] == 5 and cfg["val_minutes"] is None  # the user's validation rhythm is kept
     # OUT is the student's run folder unless the teacher validated strictly better
-    final = fitmod.final_stage(st, ["teacher", "student"])
+    final = fitmod.final_stage(st, trained)
     assert s["fit"]["final_stage"].endswith(f"-{final}")
+    folder = {"teacher": "0-teacher", "student": "2-student", "teacher-continued": "2-teacher-continued"}[final]
     assert json.loads((out / "config.json").read_text()) == json.loads(
-        (out / "stages" / ("2-student" if final == "student" else "0-teacher") / "config.json").read_text())
+        (out / "stages" / folder / "config.json").read_text())
     # half its patches from labeled scans; pseudo-labels trusted for the classes the teacher learned
     assert cfg["pseudo_share"] == 0.5 and cfg["pseudo_classes"] == st["student"]["pseudo_classes"]
     assert isinstance(st["pseudolabel"]["tta_members"], bool) and st["pseudolabel"]["probe_s"] > 0
