@@ -29,16 +29,20 @@ _SPEED = []
 
 
 def machine() -> str:
-    """Architecture, cores and the speed index measured when the first row of this process is
-    written (``semiseg.profile.conv_throughput``: GFLOP/s of a fixed 3D-convolution training step),
-    so rows from days when this machine ran at different speeds can be told apart."""
+    """Architecture, cores, the speed index measured when the first row of this process is written
+    (``semiseg.profile.conv_throughput``: GFLOP/s of a fixed 3D-convolution training step) and whether
+    the CPU has native bf16 (AVX512-BF16/AMX; elsewhere bf16 is emulated, 2-2.6x slower than fp32), so
+    rows from hosts or days that ran at different speeds can be told apart."""
     import os
+
+    from semiseg.utils.device import native_bf16
 
     if not _SPEED:
         from semiseg.utils.profile import conv_throughput
 
         _SPEED.append(conv_throughput())
-    return f"{platform.machine()} {os.cpu_count()} cores, conv {_SPEED[0]:.0f} GFLOP/s"
+    return (f"{platform.machine()} {os.cpu_count()} cores, conv {_SPEED[0]:.0f} GFLOP/s, "
+            f"native bf16 {'yes' if native_bf16() else 'no'}")
 
 
 def append_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

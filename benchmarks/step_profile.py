@@ -143,8 +143,9 @@ def child(a) -> dict:
 
 def parent(a) -> None:
 
-    flags = " ".join(sorted(set(w for w in open("/proc/cpuinfo").read().split()
-                                if w in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx2"))))
+    from semiseg.utils.device import cpu_info
+
+    flags = " ".join(sorted(cpu_info()[1] & {"avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "avx2"}))
     rows, table = [], []
     for config in a.configs.split(","):
         prepared_work(CONFIGS[config]["dataset"], CONFIGS[config]["student"])  # once, before any timing

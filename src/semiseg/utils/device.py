@@ -39,19 +39,31 @@ def cpu_bf16_supported() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def host_id() -> str:
-    """What decides bf16's speed on this host: the CPU model, its bf16 flags, the oneDNN ISA cap and
-    torch's version. A precision measured under another host id is measured again."""
-    model, flags = platform.processor() or platform.machine(), set()
+def cpu_info() -> tuple[str, frozenset]:
+    """(CPU model name, CPU flags) from /proc/cpuinfo (the platform's name and no flags elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model in ("", platform.machine()):
+            if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+                flags = frozenset(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    return model, flags
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere oneDNN emulates it."""
+    return bool(cpu_info()[1] & {"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def host_id() -> str:
+    """What decides bf16's speed on this host: the CPU model, its bf16 flags, the oneDNN ISA cap and
+    torch's version. A precision measured under another host id is measured again."""
+    model, flags = cpu_info()
     bf16 = ",".join(sorted(flags & {"avx512_bf16", "amx_bf16", "avx512f"})) or "none"
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
     return f"{model} | {bf16} | isa cap {cap or 'none'} | torch {torch.__version__}"

@@ -17,13 +17,10 @@ Recipes (``--recipe``; ``docs/benchmarks.md`` has the measurements that chose th
   background (Pham et al. 2022's self-training, the FLARE22 winners' teacher -> pseudo-labels ->
   student; Chen et al. 2023). Teacher and student share one learning-rate schedule: the student
   starts at the rate where the teacher's part ended instead of restarting at 1e-2 (which cost the
-  ``offline`` student its first minutes). Measured side by side on one core each, 30 minutes:
-  LA-8 0.863 against 0.853 for ``supervised`` (3 seeds each); ACDC-7 (2D) 0.841 against 0.848
-  (3 seeds; same-seed runs differ by up to 0.04) and 0.818 for ``offline`` (another day)
-  (docs/benchmarks.md). In budgets this short the supervised curve is still climbing when the
-  recipe hands over to the student, which gains on it on LA-8 but not yet on ACDC-7.
-- ``offline``: the same with a fresh schedule for the student and a teacher of 40% (LA-8, 2 cores:
-  0.849, 3 seeds, against 0.842 supervised; ACDC-7 2D, one core: 0.818 against 0.853).
+  ``offline`` student its first minutes). The student is on probation: if it has not overtaken the
+  teacher's best validation Dice by ``PROBATION`` of its budget, it stops and the teacher continues
+  for the rest. docs/benchmarks.md compares the recipes with supervised training.
+- ``offline``: the same with a fresh schedule for the student and a teacher of 40%.
 - ``bcp``: supervised pre-training with copy-paste between labeled patches (half), then a mean
   teacher with bidirectional copy-paste warm-started from it (Bai et al. 2023).
 - ``mean-teacher``: supervised pre-training (half), then a plain mean teacher.
@@ -322,9 +319,9 @@ SLICE_BATCH_MAX = 8
 def slice_overrides(plan_cfg: dict, train: dict) -> dict:
     """The patch and batch ``fit`` trains a 2D configuration with: the plan's, each patch side capped at
     160 pixels and the batch at 8, unless the user gave ``--patch-size`` or ``--batch-size``. Why: the
-    plan fills its batch up to its seconds-per-step budget (ACDC: 256x224, batch 13), so a 12-minute
-    teacher made ~330 steps on one core and learned no class by step 200; at 160x160, batch 8, it made
-    1023 steps and reached validation Dice 0.72, and 30 minutes of supervised training 0.853."""
+    plan fills its batch up to its seconds-per-step budget, which on a CPU leaves a short teacher too few
+    steps to learn every class; smaller patches and batches give it several times more (measured in
+    docs/benchmarks.md)."""
     if train.get("patch_size") or train.get("batch_size"):
         return {}
     patch = [min(int(p), SLICE_PATCH_MAX) for p in plan_cfg["patch_size"]]
