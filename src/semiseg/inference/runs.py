@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..nets import create_network
+from ..nets import SEGMENTATION, create_network, network_kind
 from ..planning import Plans, load_plans
 from ..utils import SemisegError, read_json, write_json
 from ..utils.checkpoint import load_checkpoint
@@ -35,6 +35,7 @@ class Model:
     cfg: dict
     nets: list
     names: list = field(default_factory=list)
+    networks: list = field(default_factory=list)  # the registered network of each of ``names``
     settings: dict = field(default_factory=dict)  # inference defaults (a model file's; a run's postprocessing)
     amp: str = "off"  # the resolved precision it predicts in (utils.device.inference_amp)
 
@@ -99,6 +100,7 @@ def load_run(run: str | Path, checkpoint: str = "best", nets: list[str] | None =
     out = [build_network(rec, name, w, f"{ck} ({name})", device, backend, amp) for name, w in weights.items()]
     chosen = postprocessing.run_choice(run, iteration)
     return Model(run, load_plans(run), rec["configuration"], out, list(weights),
+                 [rec["networks"][n]["network"] for n in weights],
                  {} if chosen is None else {"largest_component": chosen}, amp)
 
 
@@ -146,7 +148,7 @@ def build_network(rec: dict, name: str, weights: dict, where: str, device, backe
 def is_segmentation(rec: dict, name: str) -> bool:
     """Whether a recorded network maps an image patch to class logits (an STCN propagation network
     does not; it has no ONNX graph)."""
-    return rec["networks"][name]["network"] != "stcn"
+    return network_kind(rec["networks"][name]["network"]) == SEGMENTATION
 
 
 def load_model_file(path, nets: list[str] | None = None, device=None, backend: str = "torch",
@@ -170,6 +172,7 @@ def load_model_file(path, nets: list[str] | None = None, device=None, backend: s
             loaded.append(build_network(rec, name, weights, where, device, backend, m_amp, graph))
         plans = Plans(json.loads(blobs[m["plans"]].decode("utf-8")))
         out.append(Model(Path(f"{path}:{m['name']}"), plans, rec["configuration"], loaded, list(names),
+                         [rec["networks"][n]["network"] for n in names],
                          dict(manifest.get("inference") or {}), m_amp))
     return out
 

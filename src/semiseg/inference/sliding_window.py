@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..planning import Configuration
 from ..utils import SemisegError, bbox_slices
 from ..utils.device import autocast, default_device
 from .backends import Timed
@@ -58,7 +59,7 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
     device = device or default_device()
     patch = list(patch_size or cfg["patch_size"])
     x = torch.from_numpy(np.array(data, np.float32))[None]
-    slice_axis = cfg.get("slice_axis") if len(patch) == 2 else None
+    slice_axis = Configuration(cfg, patch_size=patch).slice_axis
     if slices is not None and slice_axis is None:
         raise SemisegError("predicting some slices only needs a 2D configuration")
     if slice_axis is not None:  # put the slice axis first; windows are one slice thick

@@ -2,20 +2,22 @@
 
 ``base`` holds the contract (:class:`Method`, :class:`NetworkSpec`) and the registry; each method
 is one file: ``supervised`` (also BCP's copy-paste pre-training), ``cps`` (cross pseudo
-supervision), ``mean_teacher`` (an EMA teacher, BCP's bidirectional copy-paste), ``propagation``
-(``--method stcn``: the mask-propagation network). ``losses`` and ``mixing`` are what they share.
+supervision), ``mean_teacher`` (an EMA teacher, BCP's bidirectional copy-paste), ``stcn`` (the
+mask-propagation network). ``losses`` and ``mixing`` are what they share.
 """
-from . import cps, mean_teacher, propagation, supervised  # noqa: F401  (each registers its method)
+from . import cps, mean_teacher, stcn, supervised  # noqa: F401  (each registers its method)
 from .base import (
                    Method,
                    NetworkSpec,
                    add_option_flags,
                    available_methods,
                    create_method,
+                   given_method_options,
                    method_class,
+                   option_flag,
                    options_from_args,
                    register_method,
 )
 
-__all__ = ["Method", "NetworkSpec", "add_option_flags", "available_methods", "create_method", "method_class",
-           "options_from_args", "register_method"]
+__all__ = ["Method", "NetworkSpec", "add_option_flags", "available_methods", "create_method", "given_method_options",
+           "method_class", "option_flag", "options_from_args", "register_method"]

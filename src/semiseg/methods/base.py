@@ -179,20 +179,35 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kw.update(type=str if kind is dict else kind, choices=f.metadata.get("choices"),
                       metavar=None if f.metadata.get("choices") else f.metadata.get("metavar", f.name.upper()))
-            help_ += f" (default {default})" if default is not None else ""
+            help_ += "" if default is None else f" (default {default:g})" if isinstance(default, float) else \
+                f" (default {default})"
         g.add_argument(_flag(cls, f), help=help_ or None, **kw)
 
 
-def options_from_args(args: argparse.Namespace, method: str) -> dict:
-    """The options of ``method`` given as flags; a flag of another method is an error."""
-    out = {}
+def given_method_options(args: argparse.Namespace) -> dict[str, dict]:
+    """Every registered method's options given as flags: ``{method: {option: value}}`` (methods
+    without a given flag are absent)."""
+    out: dict[str, dict] = {}
     for name in available_methods():
         cls = method_class(name)
         for f in dataclasses.fields(cls.Options):
             v = getattr(args, f"method__{name}__{f.name}", None)
-            if v is None:
-                continue
-            if name != method:
-                raise SemisegError(f"{_flag(cls, f)} is an option of --method {name}, not of --method {method}")
-            out[f.name] = json_object(v, _flag(cls, f)) if _kind(cls, f) is dict else v
+            if v is not None:
+                out.setdefault(name, {})[f.name] = json_object(v, _flag(cls, f)) if _kind(cls, f) is dict else v
     return out
+
+
+def option_flag(method: str, option: str) -> str:
+    """The flag of one of ``method``'s options (for messages)."""
+    cls = method_class(method)
+    return _flag(cls, next(f for f in dataclasses.fields(cls.Options) if f.name == option))
+
+
+def options_from_args(args: argparse.Namespace, method: str) -> dict:
+    """The options of ``method`` given as flags; a flag of another method is an error."""
+    given = given_method_options(args)
+    for name, opts in given.items():
+        if name != method:
+            raise SemisegError(f"{option_flag(name, next(iter(opts)))} is an option of --method {name}, not of "
+                               f"--method {method}")
+    return given.get(method, {})

@@ -3,6 +3,7 @@
 Reference module of Pham et al. 2022) and ``stcn`` (the mask-propagation network, Cheng et al. 2021).
 """
 from . import slice2d, stcn, unets  # noqa: F401  (each registers its networks)
-from .registry import available, create_network, network_options, register
+from .registry import PROPAGATION, SEGMENTATION, available, create_network, network_kind, network_options, register
 
-__all__ = ["available", "create_network", "network_options", "register"]
+__all__ = ["PROPAGATION", "SEGMENTATION", "available", "create_network", "network_kind", "network_options",
+           "register"]

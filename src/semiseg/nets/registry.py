@@ -19,11 +19,29 @@ import inspect
 from ..utils import Registry, SemisegError
 
 _REGISTRY = Registry("network")
-register = _REGISTRY.register
+SEGMENTATION, PROPAGATION = "segmentation", "propagation"
+_KINDS: dict[str, str] = {}
+
+
+def register(name: str, kind: str = SEGMENTATION):
+    """Decorator: register a network factory under ``name``. ``kind`` says what it is, so that no
+    caller compares names: ``segmentation`` (an image patch -> class logits; sliding-window
+    prediction, an ONNX graph) or ``propagation`` (STCN: masks carried from slice to slice,
+    :mod:`semiseg.propagation`; no ONNX graph)."""
+    if kind not in (SEGMENTATION, PROPAGATION):
+        raise ValueError(f"network {name!r}: kind must be {SEGMENTATION} or {PROPAGATION}, not {kind!r}")
+    _KINDS[name] = kind
+    return _REGISTRY.register(name)
 
 
 def available() -> list[str]:
     return _REGISTRY.names()
+
+
+def network_kind(name: str) -> str:
+    """``segmentation`` or ``propagation`` (see :func:`register`); an unknown name is an error."""
+    _REGISTRY.get(name)
+    return _KINDS[name]
 
 
 def network_options(name: str) -> list[str]:

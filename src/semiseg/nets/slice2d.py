@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..planning import Configuration
 from ..utils import SemisegError
 from .registry import register, require_divisible
 
@@ -148,7 +149,7 @@ class TransUNet(nn.Module):
 
 
 def _check_2d(name: str, cfg: dict):
-    if len(cfg["patch_size"]) != 2:
+    if not Configuration(cfg).is_2d:
         raise SemisegError(f"network {name!r} is 2D: use --config 2d")
     require_divisible(name, cfg["patch_size"], 16)
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..utils import SemisegError
-from .registry import register
+from .registry import PROPAGATION, register
 
 
 def _gn(c: int) -> nn.GroupNorm:
@@ -142,7 +142,7 @@ class STCN(nn.Module):
         return torch.stack([l1, l2], 1)
 
 
-@register("stcn")
+@register("stcn", kind=PROPAGATION)
 def stcn(cfg: dict, in_channels: int, out_channels: int, width: int = 32, key_dim: int = 64,
          value_dim: int = 128, top_k: int = 20):
     """The Propagation module (class-agnostic: ``out_channels`` is ignored, one object at a time).

@@ -24,6 +24,8 @@ from ..data.io import write_image
 from ..inference.ensemble import MeanProbs
 from ..inference.runs import load_run, model_step, parse_run_spec
 from ..inference.sliding_window import probs_to_original, sliding_window_probs
+from ..nets import PROPAGATION, network_kind
+from ..planning import Configuration
 from ..preprocessing.cache import label_to_grid, plan_hash, preprocess_arrays
 from ..utils import SemisegError, class_argmax
 from ..utils.device import default_device
@@ -108,7 +110,7 @@ def propagate_auto(stcn_model, reference_models: list, image: np.ndarray, geom, 
     if not reference_models:
         raise SemisegError("automatic propagation needs a Reference module run (--reference RUN)")
     for m in reference_models:
-        if m.cfg.get("slice_axis") != axis or len(m.cfg["patch_size"]) != 2:
+        if Configuration(m.cfg).slice_axis != axis:
             raise SemisegError(f"{m.run}: the Reference module must be a 2D run on the slice axis {axis} "
                                "(semiseg train --config 2d)")
         if plan_hash(m.plans) != plan_hash(stcn_model.plans):
@@ -143,7 +145,7 @@ def load_propagation_run(run, device=None, checkpoint: str = "best"):
     propagation; anything else is refused by name."""
     run, checkpoint = parse_run_spec(run, checkpoint)
     model = load_run(run, checkpoint, device=default_device(device))
-    if model.cfg.get("slice_axis") is None or not model.names or model.names[0] != "stcn":
+    if model.cfg.get("slice_axis") is None or PROPAGATION not in map(network_kind, model.networks):
         raise SemisegError(f"{run}: not a propagation run (train one with `semiseg train --method stcn --config 2d`)")
     return model
 

@@ -44,7 +44,7 @@ from ..inference.ensemble import MeanProbs
 from ..inference.predict import case_files, check_folders, list_input_cases, preprocessed_for
 from ..inference.runs import load_models, model_step
 from ..inference.sliding_window import keep_largest_component, mirror_sets, probs_to_original, sliding_window_probs
-from ..planning import Plans
+from ..planning import Configuration, Plans
 from ..planning.spacing import lowest_resolution_axis
 from ..utils import CaseFailures, SemisegError, atomic_path, class_argmax, write_json
 from ..utils.device import default_device
@@ -90,7 +90,7 @@ def _flip_sets(model, tta_members: bool) -> list[tuple]:
     """Mirrorings (axes of a (z, y, x) case) each network contributes as members."""
     if not tta_members:
         return [()]
-    return mirror_sets([1, 2] if len(model.cfg["patch_size"]) == 2 else [0, 1, 2])
+    return mirror_sets([1, 2] if Configuration(model.cfg).is_2d else [0, 1, 2])
 
 
 def _members(models, image, geom, step, tta_members, device):

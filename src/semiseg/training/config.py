@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from ..planning import Plans
+from ..methods import available_methods
+from ..nets import available as available_networks
+from ..planning import Configuration, Plans
 from ..planning.topology import repatch
 from ..pseudolabels.selection import parse_select
 from ..utils import SemisegError
@@ -16,59 +18,119 @@ from ..utils.device import AMP_CHOICES
 from .augmentation import AugmentConfig
 
 OPTIMIZERS = ("sgd", "adamw")  # sgd: Nesterov, poly decay (nnU-Net); adamw: cosine
+LOSSES = ("dice_ce", "dice", "ce")
+CLASS_GATE = 0.5  # the Dice at which a class enters pseudo-label losses (methods.classaware, fit's learned classes)
+
+
+def opt(default=None, help: str = "", group: str = "", factory=None, **meta):
+    """A :class:`TrainConfig` field and its command-line flag in one place: ``help`` (the flag's help;
+    the default is appended), ``group`` (the help section), ``flag`` (another name than
+    ``--field-name``; ``None``: no flag), ``choices``, ``metavar``, ``nargs``, ``type``, ``commands``
+    (the commands that offer it; default train, selftrain and fit), ``names`` (a registry's names,
+    listed in the help). :mod:`semiseg.training.options` turns these into argparse flags."""
+    meta = dict(meta, help=help, group=group)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+MODEL, SHAPE, PSEUDO, LABELED, SCHEDULE, RUNTIME = ("model", "patch and batch", "pseudo-labels",
+                                                    "labeled cases", "budget and schedule", "runtime")
+NO_FLAG = {"flag": None}
 
 
 @dataclass
 class TrainConfig:
-    configuration: str = "3d"          # plans.json configuration: 3d | 2d
-    method: str = "supervised"         # registered method
-    method_options: dict = field(default_factory=dict)   # the method's own options, e.g. cps: {"lambda_max": 0.5}
-    network: str = "dynunet"           # registered network
-    network_options: dict = field(default_factory=dict)  # e.g. {"base_features": 16, "depth": 4}
-    patch_size: list | None = None     # override the plan's patch (z, y, x) or (y, x)
-    slice_position: bool = False       # 2D: add the slice positional encoding PE(k) = k / T (Pham et al. 2022, eq. 1)
-    batch_size: int | None = None      # global labeled batch (default: the plan's)
-    unlabeled_batch: int | None = None  # unlabeled patches per global batch (default: the method's choice)
-    labeled: list | None = None        # a subset of the plan's labeled cases (others become unlabeled)
-    init: str | None = None            # RUN[@CHECKPOINT]: start every network from that run's weights (warm start)
-    pseudo_labels: str | None = None   # a `semiseg pseudolabel` output folder: selected scans train as labeled
-    select: str = "all"                # which pseudo-labels: threshold:T | top:FRACTION | all (semiseg.selection)
-    select_score: str = "consensus"    # the scores.csv column the selection ranks by
-    pseudo_classes: list | None = None  # classes trusted in the pseudo-labels; others merged with background there
-    pseudo_share: float | None = None  # share of labeled patches from pseudo-labeled scans (default: as their count)
-    class_gate: float = 0.5            # a class enters pseudo-label losses once its maker's labeled Dice reaches it
-    class_weights: bool = False        # DHC's distribution-aware class weights on pseudo-label losses
-    minutes: float | None = None       # wall-clock budget (everything: loading, training, validation)
-    iterations: int | None = None      # iteration budget (the schedule runs over it)
-    schedule_span: list | None = None  # [A, B]: the budget runs this part of one longer learning-rate schedule
-    #   (a stage continuing its predecessor's schedule, as fit's offline teacher -> student); default [0, 1]
-    give_up: list | None = None        # [P, D]: end the run at a validation past P of its budget while its best
-    #   validation Dice is below D (fit's probation of a student that must overtake its teacher)
-    optimizer: str = "sgd"             # sgd (Nesterov, poly decay, nnU-Net) | adamw (cosine)
-    lr: float | None = None            # default 1e-2 (sgd) / 1e-3 (adamw)
-    weight_decay: float | None = None  # default 3e-5 (sgd) / 1e-2 (adamw)
-    momentum: float = 0.99
-    grad_clip: float = 12.0
-    loss: str = "dice_ce"              # dice_ce | dice | ce
-    fg_oversample: float = 0.33
-    aug: AugmentConfig = field(default_factory=AugmentConfig)
-    val_every: int | None = None       # iterations between validations (default: 10 per budget; 0: none)
-    val_minutes: float | None = None   # a time budget's minutes of training between validations (default a
-    #   tenth of it; longer when validating is slow, at most a tenth of the time: training.budget.validation_gap)
-    val_step: float = 0.5              # sliding-window step during validation
-    checkpoint_minutes: float = 5.0    # also write latest.pt at least this often
-    log_every: int = 10
-    seed: int = 0
-    workers: int | None = None         # data-loading processes (default: 1 on <= 4 cores, else cores - 2)
-    amp: str = "auto"                  # auto (fp16 on CUDA; on a CPU measured per run: training.precision) | off | bf16
-    device: str | None = None          # default cuda when available
+    """Every option of a training run. Each field is also its command-line flag (generated by
+    :mod:`semiseg.training.options` for ``train``, ``selftrain`` and ``fit``), so its default, help and
+    validation live here and nowhere else."""
+    configuration: str = opt("3d", "plans.json configuration: 3d or 2d", MODEL, flag="--config")
+    method: str = opt("supervised", "supervised, cps (cross pseudo supervision of two networks), stcn (the "
+                      "mask-propagation network, with --config 2d), or any other registered method", MODEL,
+                      choices=available_methods)
+    method_options: dict = opt(None, "the method's own options as JSON, e.g. '{\"crop\": 96}' for stcn (the "
+                               "method's flags below too)", MODEL, factory=dict, metavar="JSON")
+    network: str = opt("dynunet", "registered network (dynunet: nnU-Net's U-Net; 2d only: deeplabv3plus, "
+                       "transunet)", MODEL, names=available_networks)
+    network_options: dict = opt(None, "network options as JSON, e.g. '{\"hidden_size\": 384}' (an option the "
+                                "network does not have is an error; --base-features and --depth too)", MODEL,
+                                factory=dict, metavar="JSON")
+    patch_size: list | None = opt(None, "override the plan's patch (z y x, or y x for 2d)", SHAPE, nargs="+",
+                                  type=int)
+    slice_position: bool = opt(False, "2d: give the networks each slice's position PE(k) = k / T (Pham et al. "
+                               "2022, eq. 1); deeplabv3plus and transunet embed it before their head, other "
+                               "networks take it as one more input channel", SHAPE)
+    batch_size: int | None = opt(None, "override the plan's labeled batch size (global, over all processes)", SHAPE)
+    unlabeled_batch: int | None = opt(None, "unlabeled patches per global batch (default: the method's; cps: as "
+                                      "many as labeled)", SHAPE)
+    labeled: list | None = opt(None, "a subset of the plan's labeled cases (others become unlabeled)", LABELED,
+                               flag=None)  # flags: --labeled N, --labeled-list FILE (training.options)
+    init: str | None = opt(None, "warm start: every network starts from that finished run's weights (same plan "
+                           "and network; the schedule starts fresh; default checkpoint best)", MODEL,
+                           metavar="RUN[@CKPT]")
+    pseudo_labels: str | None = opt(None, "a `semiseg pseudolabel` folder: its selected scans train as labeled, "
+                                    "the other unlabeled scans stay unlabeled input", PSEUDO, metavar="PL_DIR")
+    select: str = opt("all", "which pseudo-labels: threshold:T (score >= T), top:FRACTION (the best share) or all",
+                      PSEUDO, metavar="RULE")
+    select_score: str = opt("consensus", "scores.csv column to select by (entropy: lower is better)", PSEUDO,
+                            metavar="COLUMN")
+    pseudo_classes: list | None = opt(None, "classes trusted in the pseudo-labels; the others are merged with "
+                                      "background on pseudo-labeled patches, neither taught nor suppressed "
+                                      "(default: all; fit sets the classes its teacher learned)", PSEUDO, nargs="+",
+                                      type=int, metavar="C")
+    pseudo_share: float | None = opt(None, "share of labeled patches drawn from pseudo-labeled scans (default: in "
+                                     "proportion to their number; fit's student uses 0.5)", PSEUDO, metavar="F")
+    class_gate: float = opt(CLASS_GATE, "a class enters the pseudo-label loss only once the network that makes "
+                            "the pseudo-labels (teacher, CPS partner) predicts it on the labeled patches with running "
+                            "Dice >= DICE; before, it is merged with background (neither taught nor suppressed); 0 = "
+                            "every class from the start", PSEUDO, metavar="DICE")
+    class_weights: bool = opt(False, "distribution-aware class weights on the pseudo-label CE (Wang and Li 2023, "
+                              "DHC): rare classes weigh more, from the running class counts of the pseudo-labels",
+                              PSEUDO)
+    minutes: float | None = opt(None, "wall-clock budget in minutes (the learning-rate schedule fits it, so a "
+                                "method with slower steps decays its rate faster per step)", SCHEDULE,
+                                commands=("train", "selftrain"))  # fit's --minutes is its whole budget
+    iterations: int | None = opt(None, "iteration budget (the schedule fits it; with --minutes, whichever ends "
+                                 "first); to compare methods step for step, give them the same --iterations",
+                                 SCHEDULE, commands=("train", "selftrain"))  # fit's: its whole budget
+    schedule_span: list | None = opt(None, "the budget runs the part A..B (0 <= A < B <= 1) of one longer "
+                                     "learning-rate schedule, e.g. --init RUN --schedule-span 0.6 1 continues a run "
+                                     "that ran 0 0.6 (default 0 1: a fresh schedule)", SCHEDULE, nargs=2,
+                                     type=float, metavar=("A", "B"), commands=("train", "selftrain"))
+    give_up: list | None = opt(None, "[P, D]: end the run at a validation past P of its budget while its best "
+                               "validation Dice is below D (fit's probation of a student that must overtake its "
+                               "teacher)", SCHEDULE, **NO_FLAG)
+    optimizer: str = opt("sgd", "sgd: Nesterov, poly decay (nnU-Net); adamw: cosine", SCHEDULE, choices=OPTIMIZERS)
+    lr: float | None = opt(None, "initial learning rate (default 1e-2 sgd, 1e-3 adamw)", SCHEDULE)
+    weight_decay: float | None = opt(None, "weight decay (default 3e-5 sgd, 1e-2 adamw)", SCHEDULE)
+    momentum: float = opt(0.99, "SGD momentum (Nesterov)", SCHEDULE)
+    grad_clip: float = opt(12.0, "gradient norm clip", SCHEDULE)
+    loss: str = opt("dice_ce", "segmentation loss", SCHEDULE, choices=LOSSES)
+    fg_oversample: float = opt(0.33, "share of patches centred on foreground", SCHEDULE)
+    aug: AugmentConfig = opt(None, "augmentation (flags --no-augment, --elastic)", SCHEDULE, factory=AugmentConfig,
+                             flag=None)
+    val_every: int | None = opt(None, "iterations between validations (default: 10 per budget; 0 = no validation, "
+                                "best.pt = final)", SCHEDULE)
+    val_minutes: float | None = opt(None, "with --minutes: minutes of training between validations (default a "
+                                    "tenth of the budget; longer when validating is slow, so that it takes at most "
+                                    "a tenth of the time)", SCHEDULE, metavar="M")
+    val_step: float = opt(0.5, "sliding-window step for validation", SCHEDULE)
+    checkpoint_minutes: float = opt(5.0, "also write latest.pt at least this often", RUNTIME, metavar="M")
+    log_every: int = opt(10, "iterations per metrics.csv row", RUNTIME)
+    seed: int = opt(0, "random seed (weights, sampling, augmentation)", RUNTIME)
+    workers: int | None = opt(None, "data-loading processes (default: 1 on <= 4 cores, else cores - 2; 0 = in the "
+                              "training process)", RUNTIME, flag=None)  # the common --workers of every command
+    amp: str = opt("auto", "mixed precision in training and validation (auto: fp16 on CUDA; on a CPU, bf16 only "
+                   "where a probe of the run's first step finds it faster than float32 (emulated bf16 is slower), "
+                   "recorded in RUN/precision.json; off: float32; bf16: forced)", RUNTIME, choices=AMP_CHOICES)
+    device: str | None = opt(None, "torch device (default cuda when available)", RUNTIME)
 
     def __post_init__(self):
         if isinstance(self.aug, dict):
             self.aug = AugmentConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in self.aug.items()})
         if self.optimizer not in OPTIMIZERS:
             raise SemisegError(f"optimizer must be sgd or adamw, not {self.optimizer!r}")
-        if self.loss not in ("dice_ce", "dice", "ce"):
+        if self.loss not in LOSSES:
             raise SemisegError(f"loss must be dice_ce, dice or ce, not {self.loss!r}")
         if self.minutes is None and self.iterations is None:
             raise SemisegError("give a budget: --minutes M or --iterations N")
@@ -116,11 +178,11 @@ class TrainConfig:
             raise SemisegError(f"unknown configuration fields: {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def resolved_configuration(self, plans: dict) -> dict:
-        """The plan's configuration with this run's overrides (patch, batch)."""
-        cfg = dict(Plans(plans).configuration(self.configuration))
+    def resolved_configuration(self, plans: dict) -> Configuration:
+        """The plan's configuration with this run's overrides (patch, batch, slice position)."""
+        cfg = Plans(plans).configuration(self.configuration)
         if self.slice_position:
-            if len(cfg["patch_size"]) != 2:
+            if not cfg.is_2d:
                 raise SemisegError("--slice-position is for 2D configurations (--config 2d)")
             cfg["slice_position"] = True
         if self.patch_size:
@@ -129,7 +191,7 @@ class TrainConfig:
             cfg = repatch(cfg, list(self.patch_size), plans["target_spacing"])
         if self.batch_size:
             cfg["batch_size"] = int(self.batch_size)
-        return cfg
+        return Configuration(cfg)
 
 
 def input_channels(plans: dict, cfg: dict) -> int:

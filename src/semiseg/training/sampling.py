@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..planning import Configuration
 from ..planning.spacing import is_anisotropic
 from ..preprocessing.cache import CaseCache
 from ..utils import SemisegError
@@ -60,7 +61,7 @@ class PatchBatches(torch.utils.data.Dataset):
         if unlabeled_batch and not unlabeled:
             raise SemisegError("an unlabeled batch share was asked for but the split has no unlabeled cases")
         self.patch = list(patch_size or cfg["patch_size"])
-        self.slice_axis = cfg.get("slice_axis") if len(self.patch) == 2 else None
+        self.slice_axis = Configuration(cfg, patch_size=self.patch).slice_axis
         self.slice_position = bool(cfg.get("slice_position")) and self.slice_axis is not None
         self.spacing = list(spacing)
         inplane_sp = [s for a, s in enumerate(self.spacing) if a != self.slice_axis] if self.slice_axis is not None \

@@ -61,11 +61,13 @@ from pathlib import Path
 
 from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
+from ..methods import create_method
 from ..planning import load_plans, plan
 from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
+from ..training.config import CLASS_GATE
 from ..training.engine import run_cases
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
@@ -244,8 +246,14 @@ class Fit:
                 self.save()
             budget = {"iterations": st["iterations"], "minutes": None} if "iterations" in st else \
                 {"minutes": st["minutes"]}
-            cfg = dict(self.s["train"], **stage.config, **budget, checkpoint_minutes=CHECKPOINT_MINUTES)
-            cfg["method_options"] = dict(stage.config.get("method_options", {}))
+            cfg = dict(self.s["train"], **stage.config, **budget,
+                       checkpoint_minutes=self.s["train"].get("checkpoint_minutes", CHECKPOINT_MINUTES))
+            cfg["method_options"] = dict(self.s.get("method_options", {}).get(cfg.get("method", "supervised"), {}),
+                                         **stage.config.get("method_options", {}))
+            overridden = sorted(k for k in stage.config if k in self.s["train"] and k != "method_options")
+            if overridden:
+                self.log(f"{name}: the recipe sets {', '.join(f'{k}={stage.config[k]}' for k in overridden)} "
+                         "for this stage (your flags apply to the others)")
             if st.get("schedule_span", [0, 1]) != [0, 1]:
                 cfg["schedule_span"] = st["schedule_span"]
             if st.get("give_up"):
@@ -255,10 +263,11 @@ class Fit:
             if pseudo is not None:
                 cfg["pseudo_labels"] = str(pseudo)
                 if "pseudo_classes" not in st:  # fixed once, as the minutes
-                    st["pseudo_classes"] = learned_classes(prev, cfg.get("class_gate", 0.5))
+                    gate = cfg.get("class_gate", CLASS_GATE)
+                    st["pseudo_classes"] = learned_classes(prev, gate)
                     self.save()
                     self.log(f"{name}: pseudo-labels trusted for the classes the teacher learned (validation "
-                             f"Dice >= {cfg.get('class_gate', 0.5):g}): {st['pseudo_classes'] or 'none'}; others "
+                             f"Dice >= {gate:g}): {st['pseudo_classes'] or 'none'}; others "
                              "merged with background on pseudo-labeled patches")
                 cfg["pseudo_classes"] = st["pseudo_classes"]
             resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
@@ -331,6 +340,20 @@ def slice_overrides(plan_cfg: dict, train: dict) -> dict:
     return {"patch_size": patch, "batch_size": batch}
 
 
+def check_options(recipe: str, train_cfg: dict, method_options: dict) -> None:
+    """Refuse, before anything is written, training options that are bad or that no stage of the recipe
+    would use: a method's options when no stage trains with that method."""
+    TrainConfig.from_dict(dict(train_cfg, configuration="3d"))
+    methods = {st.config.get("method", train_cfg.get("method", "supervised")) for st in RECIPES[recipe]
+               if st.kind == "train"}
+    for method, opts in method_options.items():
+        if method not in methods:
+            raise SemisegError(f"options of --method {method} ({', '.join(opts)}): no stage of recipe {recipe} "
+                               f"trains with {method} (its stages: {', '.join(sorted(methods))})")
+        create_method(method, TrainConfig.from_dict(dict(train_cfg, configuration="3d", method=method,
+                                                         method_options=opts)))
+
+
 def fit(dataset: str | Path, out: str | Path, minutes: float | None, recipe: str = DEFAULT_RECIPE,
         configuration: str = "auto", labeled: list[str] | int | None = None, seed: int = 0, student_plan: bool = False,
         train_options: dict | None = None, workers: int | None = None, progress: bool = True, log=print,
@@ -371,14 +394,18 @@ def fit(dataset: str | Path, out: str | Path, minutes: float | None, recipe: str
             raise SemisegError(f"--labeled must be at least 1, not {n_labeled}")
         if configuration not in ("auto", "3d", "2d"):
             raise SemisegError(f"--config must be auto, 3d or 2d, not {configuration!r}")
+        train_options = dict(train_options or {})
+        method_options = train_options.pop("method_options", {})
         train_cfg = dict(configuration=configuration, labeled=None if n_labeled else labeled, seed=seed,
-                         workers=workers, **(train_options or {}), minutes=1.0)
-        TrainConfig.from_dict(dict(train_cfg, configuration="3d"))  # refuse bad options now
+                         workers=workers, **train_options, minutes=1.0)
+        check_options(recipe, train_cfg, method_options)  # refuse bad or unused options now
         out.mkdir(parents=True, exist_ok=True)
         s = {"dataset": str(dataset), "recipe": recipe, "minutes": minutes, "iterations": iterations,
              "student_plan": student_plan,
              "n_labeled": n_labeled, "teacher_share": teacher_share,
              "train": {k: v for k, v in train_cfg.items() if k != "minutes"}, "stages": {}}
+        if method_options:
+            s["method_options"] = method_options
         write_json(s, out / "fit.json")
     f = Fit(out, s, progress, log)
     f.log(f"recipe {recipe} in {f'{minutes:g} min' if minutes else f'{iterations} training steps'} in total:")

@@ -31,6 +31,7 @@ from ..data.dataset import link_case_images
 from ..data.io import read_image
 from ..evaluation.metrics import evaluate
 from ..inference.predict import predict_folder
+from ..nets import PROPAGATION, network_kind
 from ..planning import Plans
 from ..training.precision import describe as describe_precision
 from ..utils import SemisegError, atomic_path, read_json
@@ -111,7 +112,7 @@ def _validation(run: Path, plans: Plans, split: dict, progress: bool) -> dict:
     if not ids:
         return {"note": "the split has no validation cases"}
     rec = read_json(run / "networks.json", "the run's network record") if (run / "networks.json").exists() else {}
-    if any(v.get("network") == "stcn" for v in rec.get("networks", {}).values()):
+    if any(network_kind(v["network"]) == PROPAGATION for v in rec.get("networks", {}).values()):
         return {"note": "a mask-propagation run: it segments from annotated slices (`semiseg propagate`), so "
                         "its validation is the propagation Dice of the learning curves"}
     if not (ds_path / "imagesTr").is_dir():

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..evaluation.metrics import dice_per_class, mean_dice
+from ..nets import PROPAGATION, network_kind
 from ..preprocessing.cache import load_case
 from ..propagation.core import propagate, uniform_slices
 from ..propagation.triplets import TripletBatches
@@ -70,7 +71,7 @@ class STCNMethod(Method):
         super().__init__(config)
         net = config.network
         self.network = "stcn" if net in ("dynunet", "stcn") else net
-        if not self.network.startswith("stcn"):
+        if network_kind(self.network) != PROPAGATION:
             raise SemisegError(f"--method stcn trains a propagation network (stcn), not {net!r}")
 
     def networks(self) -> dict:
