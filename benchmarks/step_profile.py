@@ -61,7 +61,7 @@ def child(a) -> dict:
     import torch
 
     from semiseg.training import TrainConfig
-    from semiseg.training.budget import Budget
+    from semiseg.training.budget import RunBudget
     from semiseg.training.engine import build, prepare, step, validate
     from semiseg.training.sampling import batch_loader
     from semiseg.training.state import TrainState
@@ -122,7 +122,7 @@ def child(a) -> dict:
                 n.to(memory_format=torch.channels_last_3d)
         if opts.get("compile"):
             p.train_nets = {k: torch.compile(n) for k, n in p.train_nets.items()}
-        st, budget = TrainState(), Budget(a.steps + 3, None, 0)
+        st, budget = TrainState(), RunBudget(a.steps + 3, None, 0)
         loader = batch_loader(p.data, 0, p.workers)
         losses, times = [], []
         for i in range(a.steps + 3):

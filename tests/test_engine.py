@@ -154,7 +154,7 @@ def test_ddp_two_processes_match_one(tiny_work, tmp_path, method):
 
 
 def test_validation_takes_at_most_a_tenth_of_a_time_budget():
-    from semiseg.training.budget import Budget, validation_gap
+    from semiseg.training.budget import RunBudget, validation_gap
 
     assert validation_gap(1800, 2) == 180  # cheap validation (LA: 1.6 s): every tenth of the budget
     assert validation_gap(660, 2) == 66  # ... of any budget, a fit's 11-min student's too
@@ -164,11 +164,11 @@ def test_validation_takes_at_most_a_tenth_of_a_time_budget():
         assert cost / (gap + cost) <= 0.1 + 1e-9
     # --val-minutes sets the gap; slow still stretches it
     assert validation_gap(600, 10, gap_s=180) == 180 and validation_gap(600, 60, gap_s=180) == pytest.approx(540)
-    b = Budget(None, 10.0, None, val_minutes=3.0)
+    b = RunBudget(None, 10.0, None, val_minutes=3.0)
     assert not b.validation_due(5, 170.0, 0.0, False) and b.validation_due(6, 181.0, 0.0, False)
     b.validated(60.0)  # a validation of a minute: the next one 9 minutes of training later
     assert not b.validation_due(7, 181.0 + 500, 181.0, False) and b.validation_due(8, 181.0 + 540, 181.0, False)
-    b = Budget(None, 10.0, None)  # no --val-minutes: a tenth of the budget
+    b = RunBudget(None, 10.0, None)  # no --val-minutes: a tenth of the budget
     assert not b.validation_due(1, 59.0, 0.0, False) and b.validation_due(2, 60.0, 0.0, False)
 
 

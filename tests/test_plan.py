@@ -6,7 +6,7 @@ import pytest
 from conftest import make_dataset
 
 from semiseg.planning import plan
-from semiseg.planning.cost import Budget, estimate_cost, plan_configuration
+from semiseg.planning.cost import DeviceBudget, estimate_cost, plan_configuration
 from semiseg.planning.normalization import parse_windows
 from semiseg.planning.spacing import forced_inference_spacing, target_spacing
 from semiseg.planning.topology import unet_topology
@@ -42,7 +42,7 @@ def test_cost_grows_with_patch_and_batch():
 
 @pytest.mark.parametrize("mem", [1.0, 4.0])
 def test_configuration_fits_budget(mem):
-    b = Budget("cpu", mem, 2.0, 16, 256)
+    b = DeviceBudget("cpu", mem, 2.0, 16, 256)
     c = plan_configuration([1.0, 1.0, 1.0], [160, 200, 200], 1, 3, b, 3, 1e9)
     assert c["estimated_memory_gb"] <= mem + 1e-6 or "minimum" in c["why"]
     assert c["estimated_seconds_per_iteration"] <= 2.0 + 1e-6
@@ -52,8 +52,8 @@ def test_configuration_fits_budget(mem):
 
 
 def test_smaller_budget_gives_smaller_patch():
-    big = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, Budget("cpu", 16, 8.0, 16, 256), 3, 1e9)
-    small = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, Budget("cpu", 16, 1.0, 16, 256), 3, 1e9)
+    big = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, DeviceBudget("cpu", 16, 8.0, 16, 256), 3, 1e9)
+    small = plan_configuration([1, 1, 1], [160, 200, 200], 1, 3, DeviceBudget("cpu", 16, 1.0, 16, 256), 3, 1e9)
     assert np.prod(small["patch_size"]) < np.prod(big["patch_size"])
 
 

@@ -9,7 +9,7 @@ from conftest import open_chromium, train_config
 from semiseg.cli import main
 from semiseg.training import train
 from semiseg.utils import SemisegError
-from semiseg.workflows.report import write_report
+from semiseg.report import write_report
 
 
 @pytest.fixture

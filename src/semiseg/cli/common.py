@@ -52,7 +52,7 @@ def model_specs(a) -> list[str]:
 
 def write_run_report(run, quiet: bool = False) -> Path | None:
     """``RUN/report.html`` after a training command; a failure to report never fails the training."""
-    from ..workflows.report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
+    from ..report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
     try:
         out = write_report(run, progress=not quiet)
     except Exception as e:  # noqa: BLE001 - the training is done and saved; say why there is no report

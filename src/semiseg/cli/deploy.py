@@ -9,7 +9,7 @@ from .common import progress, record_runs
 
 
 def cmd_report(a) -> int:
-    from ..workflows.report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
+    from ..report import write_report  # noqa: PLC0415 - matplotlib only when a report is due
     out = write_report(a.run, a.out, predict=not a.no_predict, progress=progress(a))
     print(f"wrote {out}")
     return 0

@@ -64,7 +64,9 @@ def estimate_cost(patch, topo: dict, in_ch: int, n_classes: int, base: int, max_
 
 
 @dataclass
-class Budget:
+class DeviceBudget:
+    """What one training step may cost on a kind of device (memory, seconds per iteration): the bound
+    planning fits a configuration into (not a run's budget: training.budget.RunBudget)."""
     device: str = "cpu"  # cost model: "cpu" or "gpu"
     memory_gb: float = 8.0
     seconds_per_iteration: float | None = 2.0  # None: no compute budget
@@ -72,7 +74,7 @@ class Budget:
     max_features: int = 320
 
 
-def plan_configuration(spacing, median_shape, in_ch: int, n_classes: int, budget: Budget,
+def plan_configuration(spacing, median_shape, in_ch: int, n_classes: int, budget: DeviceBudget,
                        dim: int, n_voxels_dataset: float, max_stages: int = 6) -> dict:
     """nnU-Net's patch/batch search under a memory budget and (optionally) a compute budget."""
     spacing = np.asarray(spacing, float)

@@ -38,7 +38,7 @@ import numpy as np
 from .. import __version__
 from ..data.checking import load_dataset
 from ..utils import SemisegError, read_json, write_json
-from .cost import Budget, plan_configuration
+from .cost import DeviceBudget, plan_configuration
 from .fingerprint import fingerprint
 from .normalization import choose_normalization, parse_windows
 from .spacing import ANISOTROPY_THRESHOLD, forced_inference_spacing, lowest_resolution_axis, target_spacing
@@ -88,8 +88,8 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     in_ch = sum(len(n["windows"]) if n["scheme"] == "ct_windows" else 1 for n in norm)
     n_classes = ds.num_classes
 
-    cpu = Budget("cpu", memory_gb, seconds_per_iteration, base_features or (8 if student else 16), max_features)
-    gpu = Budget("gpu", gpu_memory_gb, None, base_features or (16 if student else 32), max_features)
+    cpu = DeviceBudget("cpu", memory_gb, seconds_per_iteration, base_features or (8 if student else 16), max_features)
+    gpu = DeviceBudget("gpu", gpu_memory_gb, None, base_features or (16 if student else 32), max_features)
     # 3D, and 2D slices across the axis of lowest resolution (largest spacing; z on ties)
     slice_axis = lowest_resolution_axis(tgt)
     inplane = [a for a in range(3) if a != slice_axis]
@@ -129,7 +129,7 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     return plans
 
 
-def _configuration(spacing, median, in_ch: int, n_classes: int, cpu: Budget, gpu: Budget, n_vox: float) -> dict:
+def _configuration(spacing, median, in_ch: int, n_classes: int, cpu: DeviceBudget, gpu: DeviceBudget, n_vox: float) -> dict:
     """One configuration planned for this machine's CPU, with what it would be on a GPU beside it."""
     dim = len(spacing)
     c = plan_configuration(spacing, median, in_ch, n_classes, cpu, dim, n_vox)

@@ -39,7 +39,7 @@ def validation_gap(budget_s: float, last_cost_s: float, gap_s: float | None = No
     return max(gap_s or budget_s / 10, last_cost_s * (1 - VALIDATION_SHARE) / VALIDATION_SHARE)
 
 
-class Budget:
+class RunBudget:
     """``iterations`` and/or ``minutes`` (whichever ends first), and the validation rhythm: every
     ``val_every`` iterations (default a tenth of an iteration budget; 0 = never), or in a time budget
     by :func:`validation_gap` (every ``val_minutes`` when given)."""

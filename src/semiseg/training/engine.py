@@ -41,7 +41,7 @@ from ..utils import SemisegError, class_argmax, read_json, write_json
 from ..utils.device import RESOLVED, autocast, default_device, static_amp
 from ..utils.profile import ResourceSampler
 from . import distributed, precision
-from .budget import Budget, learning_rate, make_optimizer
+from .budget import RunBudget, learning_rate, make_optimizer
 from .config import TrainConfig, input_channels
 from .runlog import RunLog
 from .sampling import PatchBatches, batch_loader
@@ -105,7 +105,7 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
         write_run_folder(s, p.method)
     distributed.barrier(s.world)
     st = restore_state(s.checkpoints / "latest.pt", p.nets, p.optims, p.scaler, p.method) if resume else TrainState()
-    budget = Budget(s.cfg.iterations, s.cfg.minutes, s.cfg.val_every, s.cfg.val_minutes)
+    budget = RunBudget(s.cfg.iterations, s.cfg.minutes, s.cfg.val_every, s.cfg.val_minutes)
     val = s.val if budget.validates else []
     loader = batch_loader(p.data, st.iteration, p.workers)
     bar = tqdm(total=s.cfg.iterations or int(budget.seconds), initial=st.iteration if s.cfg.iterations else
@@ -328,7 +328,7 @@ def choose_precision(s: Setup, p: Parts, st: TrainState, log: RunLog) -> None:
 
 
 # --------------------------------------------------------------------------- one step
-def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: Budget) -> float:
+def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: RunBudget) -> float:
     """One optimizer step of every trainable network, then the method's ``after_step``. Returns the
     learning rate used."""
     batch = {k: (v.to(s.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -392,7 +392,7 @@ def metrics_row(st: TrainState, lr: float, last_row: tuple[float, int]) -> dict:
     return row
 
 
-def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: Budget, val: list, row: dict, log: RunLog) -> None:
+def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: RunBudget, val: list, row: dict, log: RunLog) -> None:
     """Validate (rank 0), keep the best checkpoint, log a line; every rank learns the best score."""
     t0 = time.time()
     if s.rank == 0 and val:
@@ -429,7 +429,7 @@ def save(s: Setup, p: Parts, st: TrainState, kind: str) -> None:
                p.method.state_dict() if full else None)
 
 
-def gives_up(cfg: TrainConfig, st: TrainState, budget: Budget) -> bool:
+def gives_up(cfg: TrainConfig, st: TrainState, budget: RunBudget) -> bool:
     """``cfg.give_up = [P, D]``: past P of the budget, the best validation Dice is still below D."""
     if not cfg.give_up or st.best_iteration < 0:
         return False

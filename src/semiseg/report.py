@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .. import __version__
-from ..data.checking import load_dataset
-from ..data.dataset import link_case_images
-from ..data.io import read_image
-from ..evaluation.metrics import evaluate
-from ..inference.predict import predict_folder
-from ..nets import PROPAGATION, network_kind
-from ..planning import Plans
-from ..training.precision import describe as describe_precision
-from ..utils import SemisegError, atomic_path, read_json
-from ..utils.device import PRECISION_FILE
+from . import __version__
+from .data.checking import load_dataset
+from .data.dataset import link_case_images
+from .data.io import read_image
+from .evaluation.metrics import evaluate
+from .inference.predict import predict_folder
+from .nets import PROPAGATION, network_kind
+from .planning import Plans
+from .training.precision import describe as describe_precision
+from .utils import SemisegError, atomic_path, read_json
+from .utils.device import PRECISION_FILE
 
 COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
