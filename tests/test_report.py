@@ -7,9 +7,9 @@ import pytest
 from conftest import open_chromium, train_config
 
 from semiseg.cli import main
+from semiseg.report import write_report
 from semiseg.training import train
 from semiseg.utils import SemisegError
-from semiseg.report import write_report
 
 
 @pytest.fixture
