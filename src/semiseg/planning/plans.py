@@ -129,7 +129,8 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     return plans
 
 
-def _configuration(spacing, median, in_ch: int, n_classes: int, cpu: DeviceBudget, gpu: DeviceBudget, n_vox: float) -> dict:
+def _configuration(spacing, median, in_ch: int, n_classes: int, cpu: DeviceBudget, gpu: DeviceBudget,
+                   n_vox: float) -> dict:
     """One configuration planned for this machine's CPU, with what it would be on a GPU beside it."""
     dim = len(spacing)
     c = plan_configuration(spacing, median, in_ch, n_classes, cpu, dim, n_vox)
