@@ -9,8 +9,8 @@ Two parts, set by the training configuration (``--class-gate``, ``--class-weight
   or a class not admitted means "background or one of the classes not admitted", and the loss
   compares it with the network's summed probability of those classes (the marginal loss of
   partially labeled segmentation, Shi et al. 2021). So a teacher that still predicts background
-  everywhere gives a loss of exactly zero instead of teaching the student to forget a class, the
-  collapse measured on ACDC-7 (RV and MYO never learned by CPS).
+  everywhere gives a loss of exactly zero instead of teaching the student to forget a class (the
+  collapse of rare classes under CPS that docs/benchmarks.md shows on ACDC-7).
 - **Distribution-aware class weights** (DHC, Wang and Li 2023): an EMA of the pseudo-labels' class
   voxel counts gives each admitted class the CE weight ``log(n_max) / log(n_c)``, so rare
   structures are not drowned by large ones.

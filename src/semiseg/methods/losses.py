@@ -48,15 +48,16 @@ def deep_supervision_weights(n_heads: int) -> list[float]:
 
 
 def main_output(out: torch.Tensor | list) -> torch.Tensor:
-    """The full-resolution prediction of a network output (deep supervision stacked on dim 1)."""
+    """The full-resolution prediction of a network output (a tensor, or a list of deep-supervision
+    heads, full resolution first: nets.unets.HeadsAsList)."""
     if isinstance(out, (list, tuple)):
         return out[0]
     return out
 
 
 def heads(out) -> list[torch.Tensor]:
-    """Every prediction head of a network output, full resolution first. DynUNet stacks them as
-    (B, heads, C, *patch) in training mode."""
+    """Every prediction head of a network output, full resolution first (a network with deep
+    supervision returns them as a list in training mode, nets.unets.HeadsAsList)."""
     if isinstance(out, (list, tuple)):
         return list(out)
     return [out]

@@ -2,7 +2,7 @@
 et al. 2021) on triplets of neighbouring slices, class-agnostic and binary, with bootstrapped
 cross-entropy ("OhemCE") + Lovasz hinge.
 
-``semiseg train WORK -o RUN --method stcn --configuration 2d`` (the slice axis is the 2D
+``semiseg train WORK -o RUN --method stcn --config 2d`` (the slice axis is the 2D
 configuration's: the plan's lowest-resolution axis). The network reads the first slice with its
 mask, predicts the second, then reads both (the second with its predicted mask) and predicts the
 third; the loss covers both predictions. The bootstrapped CE keeps all pixels for the first

@@ -11,11 +11,9 @@ import numpy as np
 
 from .topology import stage_features, unet_topology
 
-# Cost model constants. CPU: calibrated on this 2-core machine with torch 2.13 by
-# benchmarks/plan_cost_model.py (a first guess of 1.2e11 FLOP/s, 4e9 B/s and 1 GB overhead
-# overestimated time 2-2.7x and memory 1.3-1.5x on the LA/ACDC plans; 2.4e11 and 8e9 then
-# underestimated the larger plans they led to by a median 1.28x). GPU: a mid-range card
-# in mixed precision, not calibrated here (no GPU on this machine).
+# Cost model constants. CPU: calibrated on a 2-core machine with torch 2.13 by
+# benchmarks/plan_cost_model.py (its measurements: docs/benchmarks.md). GPU: a mid-range card in
+# mixed precision, not calibrated (no GPU on the machine the project is developed on).
 DEVICE_PROFILES = {
     "cpu": {"conv_flops": 2.0e11, "mem_bandwidth": 6.5e9, "bytes_per_value": 4, "overhead_gb": 0.45},
     "gpu": {"conv_flops": 2.0e13, "mem_bandwidth": 4e11, "bytes_per_value": 2, "overhead_gb": 1.5},

@@ -1,9 +1,9 @@
 """The training precision, decided once per run by measuring its real step on this host.
 
 ``--amp auto`` on a CPU whose oneDNN offers bf16 cannot be answered by a capability flag: bf16 is
-native on CPUs with AVX512-BF16 or AMX (faster than fp32) and emulated on other AVX-512 CPUs (2-2.6x
-slower). So before its first step a run times the method's real forward and backward on its first
-batch, in fp32 and in bf16 autocast (one warm-up each, then the fastest of two alternating
+native on CPUs with AVX512-BF16 or AMX (faster than fp32) and emulated on other AVX-512 CPUs (several
+times slower; docs/benchmarks.md). So before its first step a run times the method's real forward and
+backward on its first batch, in fp32 and in bf16 autocast (one warm-up each, then the fastest of two alternating
 repetitions) and takes bf16 only when it is clearly faster (:func:`semiseg.utils.device.bf16_wins`).
 
 The probe touches neither the weights nor any random stream: no optimizer steps, the networks'

@@ -2,7 +2,7 @@
 it is measured to be faster. One home for both, so training, validation and prediction agree (``--amp``).
 
 Why measure: oneDNN runs bf16 natively only on CPUs with AVX512-BF16 or AMX; on other AVX-512 CPUs it
-emulates it, and a bf16 training step then costs 2-2.6x an fp32 one, while
+emulates it, and a bf16 training step then costs several times an fp32 one (docs/benchmarks.md), while
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` answers yes on both kinds. So ``--amp auto`` on a CPU
 is resolved by timing: training by a probe of its real step (:mod:`semiseg.training.precision`,
 recorded in ``RUN/precision.json``), inference by the run's record when it was measured on this host,

@@ -34,7 +34,7 @@ scans (target spacing's coarsest axis > 3x its finest), else 3D; in 2D the patch
 
 Every training stage validates like any time-budgeted run (:func:`semiseg.training.budget.validation_gap`):
 every tenth of its minutes, less often when validating is slow, so that it takes at most a tenth of the
-stage's time (ACDC-7, 30 minutes, one core: 9-10 validations in all, as many as a supervised run).
+stage's time.
 
 The final model is the last stage's, unless an earlier training stage scored a strictly higher best
 validation Dice (then that one's, logged): the student only where it pays.

@@ -3,7 +3,7 @@
 Round 0 trains on the labeled cases (or is an existing run, ``init_run``). Round ``r >= 1``
 pseudo-labels every unlabeled scan of the split with round ``r-1``'s networks (a CPS run gives two
 members; a single network also contributes its mirrorings so a consensus exists), selects the
-pseudo-labels by their consensus score (``select``, see :mod:`semiseg.selection`), and trains a
+pseudo-labels by their consensus score (``select``, see :mod:`semiseg.pseudolabels.selection`), and trains a
 new model from scratch, with the same configuration and budget, on the labels plus the selected
 pseudo-labels (the rest stay unlabeled input for CPS). It stops after ``rounds`` rounds, or
 earlier when a round would add no scan to the previous round's selection.
