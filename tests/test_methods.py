@@ -35,16 +35,16 @@ class SupervisedWithEMATeacher(Method):
     def predict_with(self):
         return ["teacher"]
 
-    def losses(self, nets, batch, state):
+    def losses(self, nets, batch, ctx):
         return {"loss": seg_loss(nets["net"](batch["image"]), batch["label"], self.config.loss),
                 "decay": self.opts.decay}
 
     @torch.no_grad()
-    def after_step(self, nets, state):
+    def after_step(self, nets, ctx):
         before = [p.clone() for p in nets["teacher"].parameters()]
         for t, s in zip(nets["teacher"].parameters(), nets["net"].parameters()):
             t.mul_(self.opts.decay).add_(s.detach(), alpha=1 - self.opts.decay)
-        STEPS.append((state["iteration"], any(not torch.equal(a, b) for a, b in zip(before, nets["teacher"].parameters()))))
+        STEPS.append((ctx.iteration, any(not torch.equal(a, b) for a, b in zip(before, nets["teacher"].parameters()))))
 
 
 def _load(run, name="final"):

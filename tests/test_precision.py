@@ -61,7 +61,7 @@ def test_probe_restores_buffers_and_rng(monkeypatch):
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.BatchNorm3d(2))
 
     class M:
-        def losses(self, nets, batch, state):
+        def losses(self, nets, batch, ctx):
             return {"loss": nets["net"](batch["image"]).float().mean()}
 
         def state_dict(self):

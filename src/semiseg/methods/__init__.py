@@ -7,8 +7,12 @@ mask-propagation network). ``losses`` and ``mixing`` are what they share.
 """
 from . import cps, mean_teacher, stcn, supervised  # noqa: F401  (each registers its method)
 from .base import (
+                   DataContext,
                    Method,
                    NetworkSpec,
+                   PatchBatch,
+                   StepContext,
+                   ValidationContext,
                    add_option_flags,
                    available_methods,
                    create_method,
@@ -19,5 +23,6 @@ from .base import (
                    register_method,
 )
 
-__all__ = ["Method", "NetworkSpec", "add_option_flags", "available_methods", "create_method", "given_method_options",
-           "method_class", "option_flag", "options_from_args", "register_method"]
+__all__ = ["DataContext", "Method", "NetworkSpec", "PatchBatch", "StepContext", "ValidationContext",
+           "add_option_flags", "available_methods", "create_method", "given_method_options", "method_class",
+           "option_flag", "options_from_args", "register_method"]

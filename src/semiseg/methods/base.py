@@ -14,7 +14,7 @@ subclass, not silently skipped. Adding a method is one file::
     class Mine(Method):
         Options = MyOptions             # becomes --mine-weight and --method-options '{"weight": ..}'
 
-        def losses(self, nets, batch, state):
+        def losses(self, nets, batch, ctx):
             return {"loss": seg_loss(nets["net"](batch["image"]), batch["label"], self.config.loss)}
 
 ``semiseg train --method mine`` then works: its choices and option flags come from this registry.
@@ -24,7 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
 
 from ..utils import Registry, SemisegError, json_object
 
@@ -39,6 +44,63 @@ class NetworkSpec:
     network: str
     options: dict = field(default_factory=dict)
     trainable: bool = True
+
+
+class PatchBatch(TypedDict, total=False):
+    """The engine's batch (:class:`semiseg.training.sampling.PatchBatches`), on the run's device:
+    ``image`` (B, C, *patch) and ``label`` (B, *patch) of the labeled patches, ``iteration`` (the
+    batch's index), ``pseudo`` (B,) bool (which labeled patches come from pseudo-labeled scans, when
+    there are any) and ``image_u`` (Bu, C, *patch), the unlabeled patches (when the method asks for
+    an unlabeled share). A method with its own :meth:`Method.batches` defines its own batch."""
+    image: torch.Tensor
+    label: torch.Tensor
+    iteration: int
+    pseudo: torch.Tensor
+    image_u: torch.Tensor
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What :meth:`Method.losses` and :meth:`Method.after_step` know of the step: ``iteration``,
+    ``progress`` (0..1 of the budget), ``backward(part)`` (backpropagate a part of the loss now and
+    return ``loss`` detached, as CPS's sequential memory mode does), the ``device``, the resolved
+    precision ``amp`` (off, bf16 or fp16; the step already runs under its autocast) and the process
+    ``rank`` of ``world`` (torchrun; 0 of 1 otherwise)."""
+    iteration: int
+    progress: float
+    backward: Callable[[torch.Tensor], None]
+    device: Any = "cpu"
+    amp: str = "off"
+    rank: int = 0
+    world: int = 1
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What :meth:`Method.batches` needs: the ``work`` folder, the training ``cases`` (labeled, then
+    pseudo-labeled), the run's resolved configuration ``cfg`` and ``plans``, this process's ``rank``
+    of ``world``, and ``label_dirs`` (case -> the folder of its label, for pseudo-labeled cases)."""
+    work: Path
+    cases: list
+    cfg: dict
+    plans: dict
+    rank: int = 0
+    world: int = 1
+    label_dirs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    """What :meth:`Method.validate` needs: the ``work`` folder, the validation case IDs ``val_ids``,
+    the run's resolved configuration ``cfg``, ``n_classes`` (with background), the ``device``, the
+    resolved precision ``amp`` and the ``iteration`` validated at."""
+    work: Path
+    val_ids: list
+    cfg: dict
+    n_classes: int
+    device: Any = "cpu"
+    amp: str = "off"
+    iteration: int = 0
 
 
 @dataclass
@@ -79,24 +141,22 @@ class Method:
         """Unlabeled patches per global batch (``--unlabeled-batch`` overrides). Default: none."""
         return 0
 
-    def batches(self, work, labeled: list[str], net_cfg: dict, plans: dict, rank: int, world: int,
-                label_dirs: dict):
+    def batches(self, data: DataContext):
         """An iteration-indexed dataset of batches of the method's own kind (item ``i`` is the batch
         of iteration ``i``, with the global batch size as attribute ``B``), or None for the engine's
-        patch batches (``image``, ``label`` and with an unlabeled share ``image_u``). Default: None."""
+        patch batches (:class:`PatchBatch`). Default: None."""
         return None
 
-    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+    def losses(self, nets: dict, batch: PatchBatch, ctx: StepContext) -> dict:
         """Named losses of one step. ``"loss"`` is minimised, every other entry is logged (floats or
-        tensors). ``nets``: name -> network (DDP-wrapped when trainable under torchrun). ``state``:
-        ``iteration``, ``progress`` (0..1 of the budget) and ``backward`` (to backpropagate parts
-        of the loss early and return ``loss`` detached, as CPS's sequential memory mode does)."""
+        tensors). ``nets``: name -> network (DDP-wrapped when trainable under torchrun); ``batch``: a
+        :class:`PatchBatch` (or the method's own kind); ``ctx``: the :class:`StepContext`."""
         raise NotImplementedError(f"method {self.name!r} must define losses()")
 
-    def after_step(self, nets: dict, state: dict) -> None:
+    def after_step(self, nets: dict, ctx: StepContext) -> None:
         """Called after every optimizer step (e.g. to update an EMA teacher). Default: nothing."""
 
-    def validate(self, nets: list, work, val_ids: list[str], net_cfg: dict, n_classes: int, device):
+    def validate(self, nets: list, ctx: ValidationContext):
         """(mean Dice, per class) of the ``predict_with`` networks on the validation cases, or None
         for the engine's sliding-window validation. Default: None."""
         return None

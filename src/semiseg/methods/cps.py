@@ -46,7 +46,7 @@ import torch
 
 from ..evaluation.metrics import counts_dice, dice_counts
 from ..utils import SemisegError, class_argmax
-from .base import Method, NetworkSpec, register_method
+from .base import Method, NetworkSpec, StepContext, register_method
 from .classaware import ClassGate, all_reduce_sum
 from .losses import heads, main_output, seg_loss
 
@@ -179,8 +179,8 @@ class CPS(Method):
         if self.classes[maker].needs_labeled_predictions:
             self.classes[maker].update(pred[:n_lab], label, n_cls)
 
-    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
-        lam = cps_weight(self.opts, state["progress"], self.opened) if self.opened is not None else 0.0
+    def losses(self, nets: dict, batch: dict, ctx: StepContext) -> dict:
+        lam = cps_weight(self.opts, ctx.progress, self.opened) if self.opened is not None else 0.0
         image, label = batch["image"], batch["label"]
         n_lab = image.shape[0]
         # during the supervised-only wait the unlabeled patches would be computed for nothing
@@ -207,14 +207,14 @@ class CPS(Method):
                 self._admit("net2", p2, label, n_lab, n_cls)
             sup1, cps1 = self._terms(out1, n_lab, label, p2, lam, "net2")
             l1 = sup1 + lam * cps1
-            state["backward"](l1)
+            ctx.backward(l1)
             del out1
             out2 = n2(x)
             p2 = class_argmax(main_output(out2).detach(), 1)
             self._admit("net1", p1, label, n_lab, n_cls)
             sup2, cps2 = self._terms(out2, n_lab, label, p1, lam, "net1")
             l2 = sup2 + lam * cps2
-            state["backward"](l2)
+            ctx.backward(l2)
             del out2
             loss = (l1 + l2).detach()
         agree = hard_agreement(p1[n_lab:], p2[n_lab:], n_cls) if x.shape[0] > n_lab else float("nan")
@@ -222,6 +222,6 @@ class CPS(Method):
                "loss_cps_net1": cps1.detach(), "loss_cps_net2": cps2.detach(), "lambda": lam, "agreement_u": agree,
                **{f"{k}_{m}": v for m, g in self.classes.items() for k, v in g.log().items()}}
         if self.opts.gate > 0:
-            self._update_gate(p1, p2, label, n_lab, n_cls, state["progress"])
+            self._update_gate(p1, p2, label, n_lab, n_cls, ctx.progress)
             out["labeled_dice"] = self.quality
         return out

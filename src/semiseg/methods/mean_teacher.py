@@ -29,7 +29,7 @@ import torch
 
 from ..inference.sliding_window import keep_largest_component
 from ..utils import SemisegError
-from .base import Method, NetworkSpec, register_method
+from .base import Method, NetworkSpec, StepContext, register_method
 from .classaware import ClassGate, rank_world
 from .losses import main_output, partial_seg_loss, seg_loss
 from .mixing import masks, paste
@@ -91,7 +91,7 @@ class MeanTeacher(Method):
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def after_step(self, nets: dict, state: dict) -> None:
+    def after_step(self, nets: dict, ctx: StepContext) -> None:
         d = self.opts.decay
         for t, s in zip(nets["teacher"].parameters(), nets["net"].parameters()):
             t.mul_(d).add_(s.detach(), alpha=1 - d)
@@ -120,7 +120,7 @@ class MeanTeacher(Method):
         trust = (conf >= self.opts.threshold).float()
         return label_u, trust
 
-    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+    def losses(self, nets: dict, batch: dict, ctx: StepContext) -> dict:
         image, label = batch["image"], batch["label"]
         if "image_u" not in batch:
             raise SemisegError("mean-teacher needs unlabeled patches (--unlabeled-batch > 0 and unlabeled cases)")
@@ -134,7 +134,7 @@ class MeanTeacher(Method):
                     "trusted": float(trust.mean()), **self.gate.log()}
         n = min(image.shape[0], image_u.shape[0])
         rank, world = rank_world()
-        m = masks(n * world, image.shape[2:], self.opts.box, state["iteration"], self.config.seed,
+        m = masks(n * world, image.shape[2:], self.opts.box, ctx.iteration, self.config.seed,
                   image.device)[rank * n:(rank + 1) * n]
         a, la, u, pu, tu = image[:n], label[:n], image_u[:n], plab[:n], trust[:n]
         x = torch.cat([paste(a, u, m), paste(u, a, m)])  # u into a's box; a into u's box

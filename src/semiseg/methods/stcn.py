@@ -27,7 +27,7 @@ from ..preprocessing.cache import load_case
 from ..propagation.core import propagate, uniform_slices
 from ..propagation.triplets import TripletBatches
 from ..utils import SemisegError
-from .base import Method, NetworkSpec, register_method
+from .base import DataContext, Method, NetworkSpec, StepContext, ValidationContext, register_method
 from .losses import bootstrapped_bce, lovasz_hinge
 
 
@@ -77,19 +77,19 @@ class STCNMethod(Method):
     def networks(self) -> dict:
         return {"stcn": NetworkSpec(self.network, dict(self.config.network_options))}
 
-    def batches(self, work, labeled, net_cfg: dict, plans: dict, rank: int, world: int, label_dirs: dict):
-        if "slice_axis" not in net_cfg:
+    def batches(self, data: DataContext):
+        if "slice_axis" not in data.cfg:
             raise SemisegError("--method stcn trains on slices: use --config 2d")
-        if net_cfg.get("slice_position"):
+        if data.cfg.get("slice_position"):
             raise SemisegError("--method stcn propagates along the slices; it takes no --slice-position")
         b = self.config.batch_size or self.opts.batch or (8 if torch.cuda.is_available() else 4)
-        return TripletBatches(work, labeled, net_cfg["slice_axis"], b, self.config.seed, self.opts.crop,
-                              self.opts.max_skip, rank, world, label_dirs)
+        return TripletBatches(data.work, data.cases, data.cfg["slice_axis"], b, self.config.seed, self.opts.crop,
+                              self.opts.max_skip, data.rank, data.world, data.label_dirs)
 
-    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+    def losses(self, nets: dict, batch: dict, ctx: StepContext) -> dict:
         logits = nets["stcn"](batch["frames"], batch["masks"][:, 0])
         target = batch["masks"][:, 1:].float()
-        p = hard_share(self.opts, state["progress"])
+        p = hard_share(self.opts, ctx.progress)
         ce = bootstrapped_bce(logits.flatten(0, 1), target.flatten(0, 1), p)
         lov = lovasz_hinge(logits.flatten(0, 1).float(), target.flatten(0, 1))
         with torch.no_grad():
@@ -101,9 +101,10 @@ class STCNMethod(Method):
                 "hard_share": p, "iou": iou}
 
     @torch.no_grad()
-    def validate(self, nets: list, work, val_ids: list[str], net_cfg: dict, n_classes: int, device):
+    def validate(self, nets: list, ctx: ValidationContext):
         """Mean Dice per class of propagation from ``val_slices`` ground-truth slices per volume."""
-        net, ax, per = nets[0], net_cfg["slice_axis"], []
+        work, val_ids, n_classes, device = ctx.work, ctx.val_ids, ctx.n_classes, ctx.device
+        net, ax, per = nets[0], ctx.cfg["slice_axis"], []
         net.eval()
         for cid in val_ids[:self.opts.val_cases]:
             data, seg, _ = load_case(work, cid)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..utils import SemisegError
-from .base import Method, register_method
+from .base import Method, StepContext, register_method
 from .losses import heads, partial_seg_loss, seg_loss
 from .mixing import masks, paste
 
@@ -38,10 +38,10 @@ class SupervisedOptions:
 class Supervised(Method):
     Options = SupervisedOptions
 
-    def losses(self, nets: dict, batch: dict, state: dict) -> dict:
+    def losses(self, nets: dict, batch: dict, ctx: StepContext) -> dict:
         image, label = batch["image"], batch["label"]
         if self.opts.mix == "copy-paste" and image.shape[0] > 1:
-            m = masks(image.shape[0], image.shape[2:], self.opts.box, state["iteration"], self.config.seed,
+            m = masks(image.shape[0], image.shape[2:], self.opts.box, ctx.iteration, self.config.seed,
                       image.device)
             other = torch.roll(torch.arange(image.shape[0], device=image.device), -1)
             image, label = paste(image, image[other], m), paste(label, label[other], m)

@@ -32,7 +32,7 @@ from ..evaluation.metrics import dice_per_class, mean_dice
 from ..inference import postprocessing
 from ..inference.runs import write_record
 from ..inference.sliding_window import keep_largest_component, sliding_window_probs
-from ..methods import Method, create_method
+from ..methods import DataContext, Method, StepContext, ValidationContext, create_method
 from ..nets import create_network
 from ..planning import Plans, load_plans
 from ..preprocessing.cache import load_case
@@ -257,7 +257,8 @@ def build(s: Setup) -> Parts:
     if ubatch and not s.unlabeled and cfg.unlabeled_batch is None:
         notes.append(f"{cfg.method}: no unlabeled cases in this split, so no unlabeled patches")
         ubatch = 0
-    data = method.batches(s.work, s.labeled + s.pseudo, s.net_cfg, s.plans, s.rank, s.world, s.label_dirs)
+    data = method.batches(DataContext(s.work, s.labeled + s.pseudo, s.net_cfg, s.plans, s.rank, s.world,
+                                      s.label_dirs))
     if data is not None:  # a method with its own samples (the propagation network's triplets)
         batch, ubatch = data.B, 0
     else:
@@ -344,9 +345,9 @@ def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: RunBudget) -> 
     def backward(part):  # the (summed) loss is checked finite below, before any optimizer step
         p.scaler.scale(part).backward()
 
-    state = {"iteration": st.iteration, "progress": progress, "backward": backward}
+    ctx = StepContext(st.iteration, progress, backward, s.device, s.amp, s.rank, s.world)
     with autocast(s.device, s.amp):
-        losses = p.method.losses(p.train_nets, batch, state)
+        losses = p.method.losses(p.train_nets, batch, ctx)
     loss = losses["loss"]
     if not torch.isfinite(loss):
         raise SemisegError(f"iteration {st.iteration}: the loss is {loss.item()} (diverged); lower --lr or check "
@@ -358,7 +359,7 @@ def step(s: Setup, p: Parts, st: TrainState, batch: dict, budget: RunBudget) -> 
         torch.nn.utils.clip_grad_norm_(p.nets[k].parameters(), s.cfg.grad_clip)
         p.scaler.step(o)
     p.scaler.update()
-    p.method.after_step(p.nets, state)
+    p.method.after_step(p.nets, ctx)
     st.iteration += 1
     st.record(losses)
     return lr
@@ -398,7 +399,7 @@ def validate_and_log(s: Setup, p: Parts, st: TrainState, budget: RunBudget, val:
     if s.rank == 0 and val:
         use = [p.nets[k] for k in p.method.predict_with()]
         n_cls = s.plans.num_classes
-        r = p.method.validate(use, s.work, val, s.net_cfg, n_cls, s.device)
+        r = p.method.validate(use, ValidationContext(s.work, val, s.net_cfg, n_cls, s.device, s.amp, st.iteration))
         d, per, variants = (*r, None) if r is not None else validate(use, s.work, val, s.net_cfg, n_cls,
                                                                     s.cfg.val_step, s.device, s.amp)
         names = s.plans.class_names()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..methods import StepContext
 from ..utils import read_json, write_json
 from ..utils.device import PRECISION_FILE, RESOLVED, bf16_wins, host_id, static_amp, time_both
 
@@ -31,8 +32,8 @@ def probe_times(method, nets: dict, batch: dict, device: torch.device) -> tuple[
     replace it to force either outcome."""
     def run(dt):
         with torch.autocast(device.type, dtype=dt or torch.float32, enabled=dt is not None):
-            loss = method.losses(nets, batch, {"iteration": 0, "progress": 0.0,
-                                               "backward": lambda part: part.backward()})["loss"]
+            loss = method.losses(nets, batch, StepContext(0, 0.0, lambda part: part.backward(), device,
+                                                          "bf16" if dt is not None else "off"))["loss"]
         if loss.requires_grad:
             loss.backward()
         for n in nets.values():
