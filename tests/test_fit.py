@@ -222,3 +222,23 @@ def test_a_budget_is_minutes_or_steps(tmp_path):
         fitmod.fit(ds, tmp_path / "a", 1.0, iterations=10, progress=False, log=lambda m: None)
     with pytest.raises(SemisegError, match="one of them"):
         fitmod.fit(ds, tmp_path / "a", None, progress=False, log=lambda m: None)
+
+
+def test_learned_classes_are_read_by_name(tmp_path):
+    """The classes a teacher learned come from its best checkpoint's Dice per class name, whatever the
+    order of metrics.csv's columns; postprocessing.json (the structured record) wins when it is the
+    best checkpoint's."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "plans.json").write_text(json.dumps({"num_classes": 4, "labels": {"background": 0, "RV": 1, "MYO": 2,
+                                                                             "LV": 3}}))
+    (run / "summary.json").write_text(json.dumps({"best_iteration": 20, "iterations": 30}))
+    (run / "metrics.csv").write_text("iteration,val_dice,val_dice_LV,val_dice_RV,val_dice_MYO\n"
+                                     "10,0.3,0.9,0.1,0.1\n20,0.5,0.8,0.6,0.2\n30,0.4,0.7,0.1,0.6\n")
+    assert fitmod.learned_classes(run, 0.5) == [1, 3]  # RV 0.6, LV 0.8 at iteration 20
+    assert fitmod.learned_classes(run, 0.0) == [1, 2, 3]
+    (run / "postprocessing.json").write_text(json.dumps({"iteration": 20, "val_dice": {"RV": 0.4, "MYO": 0.55,
+                                                                                       "LV": 0.8}}))
+    assert fitmod.learned_classes(run, 0.5) == [2, 3]
+    (run / "postprocessing.json").write_text(json.dumps({"iteration": 10, "val_dice": {"RV": 0.9}}))  # not best's
+    assert fitmod.learned_classes(run, 0.5) == [1, 3]

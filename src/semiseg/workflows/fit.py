@@ -61,6 +61,7 @@ from pathlib import Path
 
 from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
+from ..inference import postprocessing
 from ..methods import create_method
 from ..planning import load_plans, plan
 from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
@@ -73,14 +74,19 @@ from ..utils import SemisegError, atomic_path, read_json, write_json
 
 
 def learned_classes(run: Path, gate: float) -> list[int]:
-    """Foreground classes whose validation Dice at the run's best checkpoint reaches ``gate``."""
+    """Foreground classes whose validation Dice at the run's best checkpoint reaches ``gate``, read by
+    class name: from ``postprocessing.json`` (the best checkpoint's Dice per class), else from the
+    validation row of ``metrics.csv`` at the best iteration (its last validation when none matches)."""
     best = read_json(run / "summary.json", "run summary")["best_iteration"]
-    rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_dice")]
-    row = next((r for r in rows if int(r["iteration"]) == best), rows[-1] if rows else None)
-    if row is None:
-        return []
-    cols = [k for k in row if k.startswith("val_dice_")]
-    return [i + 1 for i, k in enumerate(cols) if float(row[k] or 0) >= gate]
+    names = load_plans(run).class_names()
+    pp = run / postprocessing.FILE
+    if pp.exists() and read_json(pp, "postprocessing choice").get("iteration") == best:
+        dice = read_json(pp, "postprocessing choice")["val_dice"]
+    else:
+        rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_dice")]
+        row = next((r for r in rows if int(r["iteration"]) == best), rows[-1] if rows else {})
+        dice = {n: float(row.get(f"val_dice_{n}") or 0) for n in names}
+    return [c for c, n in enumerate(names, 1) if dice.get(n, 0) >= gate]
 
 
 def ended_best(run: Path) -> bool:
