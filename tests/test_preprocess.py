@@ -6,7 +6,7 @@ import pytest
 from conftest import make_dataset
 
 from semiseg.data import io as sio
-from semiseg.planning import plan
+from semiseg.planning import load_split, plan
 from semiseg.preprocessing import cache as pp
 from semiseg.preprocessing import load_case, preprocess, resampling, restore_label
 from semiseg.preprocessing.resampling import resample_label
@@ -111,7 +111,7 @@ def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):
     monkeypatch.setattr(sds, "read_image", spy)  # every case read (plan and preprocess) goes through it
     work = tmp_path / "w"
     p = plan(root, work, labeled=2, progress=False, workers=1)
-    unl = p["split"]["unlabeled"]
+    unl = load_split(work).unlabeled
     assert unl == ["CASE_002", "CASE_003", "CASE_004"]
     preprocess(work, progress=False, workers=1)
     for cid in unl:

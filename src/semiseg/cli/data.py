@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..data.checking import check_dataset
 from ..evaluation.metrics import evaluate, format_table
-from ..planning import plan
+from ..planning import load_split, plan
 from ..preprocessing import preprocess
 from ..utils import write_json
 from .common import add_split_args, progress
@@ -25,9 +25,9 @@ def cmd_plan(a) -> int:
              gpu_memory_gb=a.gpu_memory_gb, base_features=a.base_features, ct_stats=a.ct_stats,
              ct_windows=a.ct_windows, forced_spacing=a.forced_spacing, forced_spacing_rule=a.forced_spacing_rule,
              workers=a.workers, progress=progress(a), student=a.student, spacing_factor=a.spacing_factor)
-    s = p["split"]
-    print(f"{p['dataset']}: {len(s['labeled'])} labeled, {len(s['unlabeled'])} unlabeled, {len(s['val'])} "
-          f"validation cases ({s['how']})")
+    s = load_split(a.out)
+    print(f"{p['dataset']}: {len(s.labeled)} labeled, {len(s.unlabeled)} unlabeled, {len(s.val)} "
+          f"validation cases ({s.how})")
     print(f"target spacing (z, y, x) {[round(x, 4) for x in p['target_spacing']]} mm: {p['target_spacing_why']}")
     for n in p["normalization"]:
         print(f"channel {n['channel']}: {n['scheme']} - {n['why']}")

@@ -9,10 +9,10 @@ import argparse
 import os
 
 from ..methods import create_method
-from ..planning import load_plans
+from ..planning import first_labeled, load_plans
 from ..training import TrainConfig, best_validation, train
 from ..training.options import add_train_flags, given_options
-from ..utils import SemisegError, read_json
+from ..utils import read_json
 from ..workflows.demo import DEMO_STEPS, run_demo
 from ..workflows.fit import DEFAULT_RECIPE, PROBATION, RECIPES, fit
 from ..workflows.selftrain import selftrain
@@ -27,10 +27,7 @@ def train_config(a, command: str = "train") -> TrainConfig:
     given = given_options(a, command)
     if isinstance(given.get("labeled"), int):
         load_plans(a.work)
-        split = read_json(f"{a.work}/split.json", "split.json")
-        if given["labeled"] > len(split["labeled"]):
-            raise SemisegError(f"--labeled {given['labeled']}: the plan has {len(split['labeled'])} labeled cases")
-        given["labeled"] = split["labeled"][:given["labeled"]]
+        given["labeled"] = first_labeled(a.work, given["labeled"])
     if command == "selftrain":  # --select/--select-score are selftrain's round rule; its trainings take
         given["select"] = "all"  # the selected scans whole
     cfg = TrainConfig(**given)

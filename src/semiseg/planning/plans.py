@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import __version__
 from ..data.checking import load_dataset
+from ..data.dataset import Split
 from ..utils import SemisegError, read_json, write_json
 from .cost import DeviceBudget, plan_configuration
 from .fingerprint import fingerprint
@@ -50,7 +51,7 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
          base_features: int | None = None, max_features: int = 320, ct_stats: str | None = None,
          ct_windows: str | None = None, forced_spacing: list | None = None,
          forced_spacing_rule: str = "fixed", workers: int | None = None, progress: bool = True,
-         student: bool = False, spacing_factor: float | None = None) -> dict:
+         student: bool = False, spacing_factor: float | None = None) -> Plans:
     """Fingerprint ``dataset`` and write ``out/plans.json`` (and ``out/split.json``). Returns the plan.
 
     ``student`` plans the small fast student of Chen et al. 2023 (FLARE23): a target spacing ``spacing_factor`` (default
@@ -105,7 +106,6 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
         "axis_order": "arrays, spacings, shapes and patches are (z, y, x); SimpleITK headers are (x, y, z)",
         "channels": ds.channel_names, "num_input_channels": in_ch,
         "labels": ds.labels, "regions_class_order": ds.regions_class_order, "num_classes": n_classes,
-        "split": split.to_dict(),
         "target_spacing": tgt, "target_spacing_why": why_sp,
         "median_shape_at_target_spacing": [float(x) for x in median_t],
         "normalization": norm,
@@ -126,7 +126,7 @@ def plan(dataset: str | Path, out: str | Path, labeled: int | None = None, label
     write_json(fp, out / "fingerprint.json", indent=None)
     write_json(split.to_dict(), out / "split.json")
     write_json(plans, out / "plans.json")
-    return plans
+    return Plans(plans)
 
 
 def _configuration(spacing, median, in_ch: int, n_classes: int, cpu: DeviceBudget, gpu: DeviceBudget,
@@ -197,6 +197,21 @@ class Plans(dict):
             raise SemisegError(f"configuration {name!r} is not in plans.json "
                                f"(it has {', '.join(self['configurations'])})")
         return Configuration(self["configurations"][name])
+
+
+def load_split(work: str | Path) -> Split:
+    """The split of a work folder (``WORK/split.json``, written by :func:`plan`): the one home of which
+    cases are labeled, unlabeled and validation cases."""
+    return Split.from_dict(read_json(Path(work) / "split.json", "split.json (run `semiseg plan` first)"))
+
+
+def first_labeled(work: str | Path, n: int) -> list[str]:
+    """The first ``n`` labeled cases of the work folder's split (``train --labeled N``, ``fit --labeled
+    N``); more than the split has is an error."""
+    labeled = load_split(work).labeled
+    if not 0 < n <= len(labeled):
+        raise SemisegError(f"--labeled {n}: the plan has {len(labeled)} labeled cases")
+    return labeled[:n]
 
 
 def load_plans(path: str | Path) -> Plans:

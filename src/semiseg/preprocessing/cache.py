@@ -24,9 +24,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..data.checking import load_dataset
-from ..data.dataset import Split, declared_label_values, label_dtype, read_case_image, read_case_label
+from ..data.dataset import declared_label_values, label_dtype, read_case_image, read_case_label
 from ..data.io import Geometry
-from ..planning import Plans, load_plans
+from ..planning import Plans, load_plans, load_split
 from ..planning.fingerprint import nonzero_bbox
 from ..utils import SemisegError, bbox_slices, parallel_map, read_json, save_npy, write_json
 from .normalize import normalize
@@ -126,7 +126,7 @@ def preprocess(work: str | Path, workers: int | None = None, progress: bool = Tr
     """Preprocess every case of ``WORK/split.json`` into ``WORK/preprocessed``. Returns counts."""
     work = Path(work)
     plans = load_plans(work)
-    split = Split.from_dict(read_json(work / "split.json", "split.json (run `semiseg plan` first)"))
+    split = load_split(work)
     ds = load_dataset(plans["dataset_path"])
     out_dir = work / "preprocessed"
     if out_dir.resolve() == ds.root.resolve() or ds.root.resolve() in out_dir.resolve().parents:

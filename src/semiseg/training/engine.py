@@ -34,7 +34,7 @@ from ..inference.runs import write_record
 from ..inference.sliding_window import keep_largest_component, sliding_window_probs
 from ..methods import DataContext, Method, StepContext, ValidationContext, create_method
 from ..nets import create_network
-from ..planning import Plans, load_plans
+from ..planning import Plans, load_plans, load_split
 from ..preprocessing.cache import load_case
 from ..pseudolabels.selection import cache_pseudo_labels, read_scores, select_cases
 from ..utils import SemisegError, class_argmax, read_json, write_json
@@ -157,8 +157,8 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
 def run_cases(work: Path, cfg: TrainConfig) -> tuple[list[str], list[str], list[str]]:
     """(labeled, unlabeled, validation) cases of a run: the work folder's split, with ``cfg.labeled``
     a subset of its labeled cases (the others become unlabeled)."""
-    split = read_json(Path(work) / "split.json", "split.json (run `semiseg plan` first)")
-    labeled, unlabeled, val = list(split["labeled"]), list(split["unlabeled"]), list(split["val"])
+    split = load_split(work)
+    labeled, unlabeled, val = list(split.labeled), list(split.unlabeled), list(split.val)
     if cfg.labeled is not None:
         sub = list(cfg.labeled)
         missing = [c for c in sub if c not in labeled]

@@ -7,6 +7,7 @@ resumed run take exactly the steps of one that was never interrupted.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,3 +55,14 @@ def restore_state(path: Path, nets: dict, optims: dict, scaler, method) -> Train
         method.load_state_dict(ck["method_state"])
     it, elapsed = int(ck["iteration"]), float(ck["elapsed"])
     return TrainState(it, elapsed, float(ck["best_val_dice"]), int(ck["best_iteration"]), last_validation=elapsed)
+
+
+def resume_or_restart(run: Path) -> bool:
+    """The rule of every command that trains into a run folder it may have started before (fit's
+    stages, selftrain's rounds): resume when the folder has a configuration and a ``latest.pt``
+    (True); else start afresh (False), removing a start that died before its first checkpoint."""
+    run = Path(run)
+    resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
+    if not resume and run.exists():
+        shutil.rmtree(run)
+    return resume

@@ -26,7 +26,7 @@ from ..data.io import write_image
 from ..data.synthetic import make_synthetic_dataset
 from ..evaluation.metrics import evaluate, format_table
 from ..inference.predict import predict_folder
-from ..planning import plan
+from ..planning import load_split, plan
 from ..preprocessing.cache import load_case, preprocess, restore_label
 from ..training import TrainConfig, train
 from ..utils import SemisegError
@@ -71,23 +71,24 @@ class Demo:
         if not rep.ok:
             raise SemisegError("the synthetic dataset failed its check: " + "; ".join(map(str, rep.errors[:3])))
         self.plans = plans = plan(self.ds, self.out / "work", workers=self.workers, progress=self.progress)
-        c3, c2 = plans["configurations"]["3d"], plans["configurations"]["2d"]
+        self.split = load_split(self.out / "work")
+        c3, c2 = plans.configuration("3d"), plans.configuration("2d")
         self.log(f"[demo] plan: target spacing {plans['target_spacing']} (z, y, x) mm; "
                  f"3d patch {c3['patch_size']} batch {c3['batch_size']} stages {c3['n_stages']}; "
                  f"2d patch {c2['patch_size']} batch {c2['batch_size']}; "
-                 f"labeled {len(plans['split']['labeled'])}, unlabeled {len(plans['split']['unlabeled'])}, "
-                 f"val {len(plans['split']['val'])}")
+                 f"labeled {len(self.split.labeled)}, unlabeled {len(self.split.unlabeled)}, "
+                 f"val {len(self.split.val)}")
         counts = preprocess(self.out / "work", workers=self.workers, progress=self.progress)
         self.log(f"[demo] preprocess: {counts}")
-        self.labeled = plans["split"]["labeled"][:self.n_labeled]
+        self.labeled = self.split.labeled[:self.n_labeled]
         self.val_in = self.out / "val_images"
         self.val_in.mkdir(exist_ok=True)
-        for cid in plans["split"]["val"]:
+        for cid in self.split.val:
             shutil.copy(self.ds / "imagesTr" / f"{cid}_0000.nii.gz", self.val_in / f"{cid}_0000.nii.gz")
 
     def roundtrip(self) -> None:
         rt = self.out / "roundtrip_val"
-        for cid in self.plans["split"]["val"]:
+        for cid in self.split.val:
             _data, seg, props = load_case(self.out / "work", cid)
             lab, geom = restore_label(np.asarray(seg), props)
             write_image(lab, geom, rt / f"{cid}.nii.gz")
@@ -147,7 +148,7 @@ def run_demo(out: str | Path = "semiseg_demo", fresh: bool = True, workers: int 
     budget = f"{minutes:g} min" if minutes else f"{iterations} training steps"
     d.timed("data", d.data)
     d.timed("roundtrip", d.roundtrip)
-    n_unl = len(d.plans["split"]["labeled"]) + len(d.plans["split"]["unlabeled"]) - len(d.labeled)
+    n_unl = len(d.split.labeled) + len(d.split.unlabeled) - len(d.labeled)
     log(f"[demo] {len(d.labeled)} labeled cases ({', '.join(d.labeled)}), {n_unl} unlabeled; {budget} each: "
         "supervised training on the labels alone, then `semiseg fit` on labels + unlabeled")
     d.timed("supervised", d.supervised)

@@ -63,13 +63,14 @@ from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
 from ..inference import postprocessing
 from ..methods import create_method
-from ..planning import load_plans, plan
+from ..planning import first_labeled, load_plans, plan
 from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
 from ..training.config import CLASS_GATE
 from ..training.engine import run_cases
+from ..training.state import resume_or_restart
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
 
@@ -276,9 +277,7 @@ class Fit:
                              f"Dice >= {gate:g}): {st['pseudo_classes'] or 'none'}; others "
                              "merged with background on pseudo-labeled patches")
                 cfg["pseudo_classes"] = st["pseudo_classes"]
-            resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
-            if not resume and run.exists():  # a start that died before its first checkpoint
-                shutil.rmtree(run)
+            resume = resume_or_restart(run)
             size = f"{st['iterations']} steps" if "iterations" in st else f"{st['minutes']:g} min"
             self.log(f"{name}: {'resuming' if resume else 'training'} {cfg.get('method', 'supervised')} "
                      f"for {size}" + (f", on probation: it must beat {beat:.4f} by {stage.probation:.0%} of it"
@@ -432,10 +431,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float | None, recipe: str
         f.stage("plan", do_plan)
         f.stage("preprocess", lambda st: {"counts": preprocess(work, workers=workers, progress=progress)})
     if s.get("n_labeled"):
-        split = read_json(work / "split.json", "split.json")
-        if s["n_labeled"] > len(split["labeled"]):
-            raise SemisegError(f"--labeled {s['n_labeled']}: the plan has {len(split['labeled'])} labeled cases")
-        s["train"]["labeled"], s["n_labeled"] = split["labeled"][:s["n_labeled"]], None
+        s["train"]["labeled"], s["n_labeled"] = first_labeled(work, s["n_labeled"]), None
         f.save()
     plans = load_plans(work)
     if s["train"]["configuration"] == "auto":  # decided once, on the plan

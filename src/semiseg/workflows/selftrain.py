@@ -25,7 +25,6 @@ it again on the same ``OUT`` continues with the saved settings (``rounds`` may b
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from ..pseudolabels.selection import parse_select, read_scores, select_cases
 from ..training import TrainConfig, train
 from ..training.engine import run_cases
 from ..training.records import record_earlier_run
+from ..training.state import resume_or_restart
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
 HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0001]
@@ -48,9 +48,7 @@ def _train_round(work: Path, run: Path, cfg: TrainConfig, progress: bool, log) -
     if (run / "summary.json").exists():
         log(f"{run}: finished, kept")
         return read_json(run / "summary.json", "run summary")
-    resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
-    if not resume and run.exists():  # a start that died before its first checkpoint
-        shutil.rmtree(run)
+    resume = resume_or_restart(run)
     log(f"{run}: {'resuming' if resume else 'training'}")
     return train(work, run, cfg, resume=resume, progress=progress)
 
