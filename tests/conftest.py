@@ -111,6 +111,16 @@ def train_config(**kw):
 
 
 @pytest.fixture
+def run(tiny_work, tmp_path):
+    """A tiny trained segmentation run (3 iterations, supervised, 3D) on ``tiny_work``."""
+    from semiseg.training import train
+
+    r = tmp_path / "run"
+    train(tiny_work, r, train_config(iterations=3), progress=False)
+    return r
+
+
+@pytest.fixture
 def stcn_run(tiny_work, tmp_path):
     """A tiny trained propagation run (`semiseg train --method stcn --config 2d`) on ``tiny_work``."""
     from semiseg.training import TrainConfig, train

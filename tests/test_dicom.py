@@ -5,7 +5,6 @@ SEG without DICOM input) are refused by name."""
 import numpy as np
 import pydicom
 import pytest
-from conftest import train_config
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -14,7 +13,6 @@ from semiseg.data.dataset import Case, read_case_image
 from semiseg.data.dicom import open_series
 from semiseg.data.io import Geometry, read_image, write_image
 from semiseg.inference.predict import predict_folder
-from semiseg.training import train
 from semiseg.utils import SemisegError
 
 
@@ -50,13 +48,6 @@ def write_series(folder, volume, spacing_xyz=(0.8, 0.9, 2.5), origin=(-40.0, 12.
         ds.PixelData = np.ascontiguousarray(volume[k].astype(np.int16)).tobytes()
         ds.save_as(ds.filename, enforce_file_format=True)
     return series_uid
-
-
-@pytest.fixture
-def run(tiny_work, tmp_path):
-    r = tmp_path / "run"
-    train(tiny_work, r, train_config(iterations=3), progress=False)
-    return r
 
 
 def _volume(shape=(9, 20, 24)):

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from conftest import geom, train_config
+from conftest import geom
 
 from semiseg.cli import main
 from semiseg.data.io import read_image, write_image
@@ -24,15 +24,7 @@ from semiseg.inference import load_models
 from semiseg.inference.export import export_model
 from semiseg.inference.modelfile import read_model_file, write_model_file
 from semiseg.inference.predict import predict_folder
-from semiseg.training import train
 from semiseg.utils import SemisegError
-
-
-@pytest.fixture
-def run(tiny_work, tmp_path):
-    r = tmp_path / "run"
-    train(tiny_work, r, train_config(iterations=3), progress=False)
-    return r
 
 
 def _inputs(tmp_path, n=2, channels=1):

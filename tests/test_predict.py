@@ -16,13 +16,6 @@ from semiseg.training import train
 from semiseg.utils import SemisegError
 
 
-@pytest.fixture
-def run(tiny_work, tmp_path):
-    r = tmp_path / "run"
-    train(tiny_work, r, train_config(iterations=2), progress=False)
-    return r
-
-
 def _inputs(tmp_path, n=2):
     d = tmp_path / "in"
     d.mkdir()

@@ -110,7 +110,7 @@ def test_unlabeled_labels_are_never_opened(tmp_path, monkeypatch):
     import semiseg.data.dataset as sds
     monkeypatch.setattr(sds, "read_image", spy)  # every case read (plan and preprocess) goes through it
     work = tmp_path / "w"
-    p = plan(root, work, labeled=2, progress=False, workers=1)
+    plan(root, work, labeled=2, progress=False, workers=1)
     unl = load_split(work).unlabeled
     assert unl == ["CASE_002", "CASE_003", "CASE_004"]
     preprocess(work, progress=False, workers=1)
