@@ -128,5 +128,5 @@ def stcn_run(tiny_work, tmp_path):
     cfg = TrainConfig(configuration="2d", method="stcn", iterations=6, val_every=3, workers=0,
                       method_options={"crop": 16, "val_slices": 2}, network_options={"width": 8})
     s = train(tiny_work, tmp_path / "stcn", cfg, progress=False)
-    assert s["iterations"] == 6 and 0 <= s["best_val_dice"] <= 1
+    assert s["iterations"] == 6 and s["best_iteration"] in (3, 6)
     return tmp_path / "stcn"
