@@ -205,6 +205,23 @@ def load_split(work: str | Path) -> Split:
     return Split.from_dict(read_json(Path(work) / "split.json", "split.json (run `semiseg plan` first)"))
 
 
+def split_cases(work: str | Path, labeled: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(labeled, unlabeled, validation) cases of a run on ``work``: its split, with ``labeled`` (when
+    given) a subset of the split's labeled cases, the others becoming unlabeled. The one rule for
+    every command that trains on a labeled subset (train, fit, selftrain)."""
+    split = load_split(work)
+    lab, unlabeled, val = list(split.labeled), list(split.unlabeled), list(split.val)
+    if labeled is not None:
+        sub = list(labeled)
+        missing = [c for c in sub if c not in lab]
+        if missing:
+            raise SemisegError(f"labeled cases {', '.join(missing[:5])} are not labeled in "
+                               f"{Path(work) / 'split.json'}; plan with a split that labels them")
+        unlabeled = [c for c in lab if c not in sub] + unlabeled
+        lab = sub
+    return lab, unlabeled, val
+
+
 def first_labeled(work: str | Path, n: int) -> list[str]:
     """The first ``n`` labeled cases of the work folder's split (``train --labeled N``, ``fit --labeled
     N``); more than the split has is an error."""

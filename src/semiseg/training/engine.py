@@ -34,7 +34,7 @@ from ..inference.runs import write_record
 from ..inference.sliding_window import keep_largest_component, sliding_window_probs
 from ..methods import DataContext, Method, StepContext, ValidationContext, create_method
 from ..nets import create_network
-from ..planning import Plans, load_plans, load_split
+from ..planning import Plans, load_plans, split_cases
 from ..preprocessing.cache import load_case
 from ..pseudolabels.selection import cache_pseudo_labels, read_scores, select_cases
 from ..utils import SemisegError, class_argmax, read_json, write_json
@@ -154,23 +154,6 @@ def train(work: str | Path, out: str | Path, cfg: TrainConfig, resume: bool = Fa
 
 
 # --------------------------------------------------------------------------- preparation
-def run_cases(work: Path, cfg: TrainConfig) -> tuple[list[str], list[str], list[str]]:
-    """(labeled, unlabeled, validation) cases of a run: the work folder's split, with ``cfg.labeled``
-    a subset of its labeled cases (the others become unlabeled)."""
-    split = load_split(work)
-    labeled, unlabeled, val = list(split.labeled), list(split.unlabeled), list(split.val)
-    if cfg.labeled is not None:
-        sub = list(cfg.labeled)
-        missing = [c for c in sub if c not in labeled]
-        if missing:
-            raise SemisegError(f"labeled cases {', '.join(missing[:5])} are not labeled in "
-                               f"{Path(work) / 'split.json'}; "
-                               "plan with a split that labels them")
-        unlabeled = [c for c in labeled if c not in sub] + unlabeled
-        labeled = sub
-    return labeled, unlabeled, val
-
-
 def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: bool = True) -> Setup:
     """Check the run folder, read plans and split, select and cache pseudo-labels; nothing else written."""
     rank, world, local = distributed.setup()
@@ -184,8 +167,8 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
             raise SemisegError(f"{run}: the run folder must not be the work or dataset folder")
     if resume:  # the run's own configuration wins
         cfg = TrainConfig.from_dict(read_json(run / "config.json", "run configuration"))
-    s = Setup(work, run, cfg, plans, cfg.resolved_configuration(plans), *run_cases(work, cfg), rank, world, local,
-              resume=resume)
+    s = Setup(work, run, cfg, plans, cfg.resolved_configuration(plans), *split_cases(work, cfg.labeled), rank, world,
+              local, resume=resume)
     if cfg.pseudo_labels:
         s.pseudo, s.pseudo_scores = pseudo_selection(cfg, s.unlabeled, run, resume,
                                                       known=s.labeled + s.unlabeled + s.val)

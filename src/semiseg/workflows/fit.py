@@ -63,13 +63,12 @@ from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
 from ..inference import postprocessing
 from ..methods import create_method
-from ..planning import first_labeled, load_plans, plan
+from ..planning import first_labeled, load_plans, plan, split_cases
 from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
 from ..training.config import CLASS_GATE
-from ..training.engine import run_cases
 from ..training.state import resume_or_restart
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
@@ -451,8 +450,7 @@ def fit(dataset: str | Path, out: str | Path, minutes: float | None, recipe: str
     if "training_minutes" not in s and minutes:
         s["training_minutes"] = round(minutes - f.spent_s() / 60, 3)
         f.save()
-    cfg = TrainConfig.from_dict(dict(s["train"], minutes=1.0))
-    _lab, unlabeled, _val = run_cases(work, cfg)
+    _lab, unlabeled, _val = split_cases(work, s["train"].get("labeled"))
     stages = recipe_stages(recipe, s.get("teacher_share"))
     stages_by_name = {st.name: st for st in stages}
     if any(st.kind == "pseudolabel" for st in stages) and not unlabeled:

@@ -32,11 +32,10 @@ import numpy as np
 from ..data.checking import load_dataset
 from ..data.dataset import link_case_images
 from ..inference.runs import read_record
-from ..planning import load_plans
+from ..planning import load_plans, split_cases
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..pseudolabels.selection import parse_select, read_scores, select_cases
 from ..training import TrainConfig, train
-from ..training.engine import run_cases
 from ..training.records import record_earlier_run
 from ..training.state import resume_or_restart
 from ..utils import SemisegError, atomic_path, read_json, write_json
@@ -89,7 +88,7 @@ def selftrain(work: str | Path, out: str | Path, cfg: TrainConfig | None = None,
         write_json(st, state_f)
     base = TrainConfig.from_dict(st["config"])
     plans = load_plans(work)
-    _lab, unlabeled, _val = run_cases(work, base)
+    _lab, unlabeled, _val = split_cases(work, base.labeled)
     if not unlabeled:
         raise SemisegError(f"{work / 'split.json'}: no unlabeled cases to pseudo-label")
     images = link_case_images(load_dataset(plans["dataset_path"]), unlabeled, out / "unlabeled_images")
