@@ -74,12 +74,31 @@ def write_markdown() -> None:
     MD.write_text("\n".join(out))
 
 
-def sh(args, **kw):
-    """Run ``semiseg ARGS`` in this interpreter; exit with a message if it fails."""
+def sh(args, check: bool = True, **kw):
+    """Run ``semiseg ARGS`` in this interpreter (its environment: ``PYTHONPATH`` picks another
+    checkout's package); exit with a message if it fails (``check=False``: return the process)."""
     p = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], text=True, **kw)
-    if p.returncode:
-        sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}")
+    if check and p.returncode:
+        err = f": {p.stderr.strip()[-400:]}" if isinstance(p.stderr, str) and p.stderr else ""
+        sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}{err}")
     return p
+
+
+def timed(args, env=None) -> dict:
+    """Run ``semiseg ARGS`` under ``/usr/bin/time``: its wall seconds and its own peak RSS in MB (a
+    child forked from this process would inherit this process's peak in ``ru_maxrss``, so the command
+    is measured by time(1)); exits with a message if it fails."""
+    import tempfile  # noqa: PLC0415 - only for timed runs
+    import time  # noqa: PLC0415
+
+    with tempfile.NamedTemporaryFile(suffix=".maxrss") as mem:
+        t = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", mem.name, sys.executable, "-m", "semiseg",
+                            *map(str, args)], stdout=subprocess.DEVNULL, env=env)
+        wall = time.perf_counter() - t
+        if p.returncode:
+            sys.exit(f"semiseg {args[0]} failed with exit code {p.returncode}")
+        return {"wall_s": wall, "peak_rss_mb": int(Path(mem.name).read_text().split()[-1]) / 1024}
 
 
 def chromium(width: int = 1200, height: int = 900, webgl: bool = False):

@@ -28,14 +28,13 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
+from _common import DATA, sh
+
 TRAIN = ["--labeled", "2", "--base-features", "8", "--patch-size", "16", "48", "48", "--seed", "0",
          "--log-every", "1", "--workers", "1", "--amp", "off"]
 FIT = ["--iterations", "40", "--labeled", "2", "--patch-size", "16", "48", "48", "--seed", "0", "--workers", "1",
@@ -43,7 +42,7 @@ FIT = ["--iterations", "40", "--labeled", "2", "--patch-size", "16", "48", "48",
 
 
 def semiseg(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "semiseg", *args, "-q"], check=True, env=dict(os.environ))
+    sh([*args, "-q"])
 
 
 def synthetic(out: Path) -> Path:

@@ -23,12 +23,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _common import sh
+
 SMALL = ["--labeled", "2", "--patch-size", "16", "48", "48", "--seed", "0", "--workers", "1", "--amp", "off"]
 
 
 def semiseg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args), "-q"], text=True, capture_output=True,
-                       env=dict(os.environ))
+    p = sh([*args, "-q"], check=False, capture_output=True)
     if check and p.returncode != 0:
         raise RuntimeError(f"semiseg {' '.join(map(str, args[:2]))}: exit {p.returncode}: {p.stderr.strip()[-400:]}")
     return p

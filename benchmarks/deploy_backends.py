@@ -27,11 +27,10 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _common import DATA, HERE, append_rows, prepared_work, sh, val_images
+from _common import DATA, HERE, append_rows, prepared_work, sh, timed, val_images
 
 BACKENDS = ["torch", "onnxruntime", "openvino"]
 STAGES = ["read_s", "preprocess_s", "network_s", "blend_s", "resample_s", "argmax_s", "write_s"]
@@ -60,18 +59,9 @@ def timed_predict(model: Path, backend: str, imgs: Path, out: Path, prof: Path, 
         args, env = [str(run)], dict(os.environ, PYTHONPATH=str(baseline_src))
     else:
         args, env = ["-m", str(model), "--backend", backend], None
-    # /usr/bin/time reports the peak RSS of the command alone (a child forked from this process would
-    # inherit this process's peak in ru_maxrss)
-    mem = prof.with_suffix(".maxrss")
-    t = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(mem), sys.executable, "-m", "semiseg", "predict",
-                        *args, "-i", str(imgs), "-o", str(out), "--profile", str(prof), "-q"],
-                       stdout=subprocess.DEVNULL, env=env)
-    wall = time.perf_counter() - t
-    if p.returncode:
-        sys.exit(f"predict --backend {backend} failed")
+    r = timed(["predict", *args, "-i", imgs, "-o", out, "--profile", prof, "-q"], env=env)
     rows = list(csv.DictReader(open(prof)))
-    return {"wall": wall, "peak_rss_mb": int(mem.read_text().split()[-1]) / 1024, "rows": rows,
+    return {"wall": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"], "rows": rows,
             "cases_s": sum(float(r["seconds"]) for r in rows)}
 
 

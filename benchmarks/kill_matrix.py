@@ -38,14 +38,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import HERE, append_rows, start_annotate
+from _common import HERE, append_rows, sh, start_annotate
 
 SEM = [sys.executable, "-m", "semiseg"]
 TIME_KEYS = re.compile(r"(second|elapsed|_s$|created|date|time|it_per_s|rss|cpu|gpu)", re.I)
 
 
 def run(args, **kw):
-    return subprocess.run(SEM + [str(a) for a in args], check=True, capture_output=True, text=True, **kw)
+    return sh(args, capture_output=True, **kw)
 
 
 def digest(p: Path) -> str:
