@@ -156,6 +156,35 @@ class Configuration(dict):
         return len(self["patch_size"]) == 2
 
     @property
+    def n_stages(self) -> int:
+        return int(self["n_stages"])
+
+    @property
+    def features_per_stage(self) -> list[int]:
+        return list(self["features_per_stage"])
+
+    @property
+    def pool_kernels(self) -> list[list[int]]:
+        """Pooling (stride) per stage after the first, per axis."""
+        return [list(k) for k in self["pool_kernels"]]
+
+    @property
+    def conv_kernels(self) -> list[list[int]]:
+        """Convolution kernel per stage, per axis."""
+        return [list(k) for k in self["conv_kernels"]]
+
+    @property
+    def slice_position(self) -> bool:
+        """Whether the networks get each slice's position (``--slice-position``, 2D)."""
+        return bool(self.get("slice_position"))
+
+    def truncated(self, depth: int) -> "Configuration":
+        """The same configuration with only its first ``depth`` stages (a shallower network)."""
+        return Configuration(self, n_stages=depth, pool_kernels=self["pool_kernels"][:depth - 1],
+                             conv_kernels=self["conv_kernels"][:depth],
+                             features_per_stage=self["features_per_stage"][:depth])
+
+    @property
     def slice_axis(self) -> int | None:
         """The axis (z, y, x) that a 2D configuration's slices are taken across; None in 3D."""
         return self.get("slice_axis") if self.is_2d else None
