@@ -107,9 +107,9 @@ def preprocessed_for(model: Model, image: np.ndarray, geom: Geometry, cache: dic
     """(data, props) of one case preprocessed as ``model`` was trained (or at a forced spacing);
     ``cache`` shares the work between models of an ensemble that preprocess alike."""
     spacing = forced_spacing or None
-    if spacing is None and model.plans.get("forced_spacing"):
+    if spacing is None and model.plans.forced_spacing:
         spacing = _forced(model.plans, geom)
-    key = repr((model.plans["target_spacing"], model.plans["normalization"], spacing))
+    key = repr((model.plans.target_spacing, model.plans.normalization, spacing))
     if key not in cache:
         data, _seg, props = preprocess_arrays(image, geom, model.plans, None, spacing)
         cache[key] = (data, props)
@@ -126,8 +126,8 @@ def check_folders(in_dir, out_dir) -> tuple[Path, Path]:
     return in_dir, out_dir
 
 
-def _forced(plans: dict, geom: Geometry) -> list | None:
-    f = plans["forced_spacing"]
+def _forced(plans: Plans, geom: Geometry) -> list | None:
+    f = plans.forced_spacing
     return forced_inference_spacing(f["spacing"], list(geom.spacing_zyx), int(geom.shape_zyx[0]),
                                     f.get("rule", "fixed"))
 
@@ -163,10 +163,10 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
     tta = bool(settings.get("tta", False)) if tta is None else tta
     largest_component = settings.get("largest_component", False) if largest_component is None \
         else largest_component
-    keep_largest = postprocessing.component_classes(largest_component, p0["num_classes"])
+    keep_largest = postprocessing.component_classes(largest_component, p0.num_classes)
     step = settings.get("step") if step is None else step
     forced_spacing = forced_spacing or settings.get("forced_spacing")
-    cases = list_input_cases(in_dir, p0["num_input_channels"], series_uid)
+    cases = list_input_cases(in_dir, p0.num_input_channels, series_uid)
     ending = p0.get("file_ending", ".nii.gz")
     if output_format == "dicom-seg":
         ending = ".dcm"
@@ -187,7 +187,7 @@ def predict_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best", n
             times["read"] = time.time() - t
             probs, info = predict_case(models, image, geom, step, tta, forced_spacing, dev, times)
             t1 = time.time()
-            seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0["num_classes"] - 1))
+            seg = class_argmax(probs, 0).numpy().astype(label_dtype(p0.num_classes - 1))
             if keep_largest:
                 seg = keep_largest_component(seg, keep_largest)
             times["argmax"] = time.time() - t1

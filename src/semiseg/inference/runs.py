@@ -192,9 +192,9 @@ def load_models(runs: list[str], checkpoint: str, nets: list[str] | None, device
             models.append(load_run(*parse_run_spec(r, checkpoint), nets, device, backend, amp))
     p0 = models[0].plans
     for m in models[1:]:
-        if m.plans["num_classes"] != p0["num_classes"] or m.plans["num_input_channels"] != p0["num_input_channels"]:
-            raise SemisegError(f"{m.run}: predicts {m.plans['num_classes']} classes from "
-                               f"{m.plans['num_input_channels']} channels; {models[0].run} does not")
+        if m.plans.num_classes != p0.num_classes or m.plans.num_input_channels != p0.num_input_channels:
+            raise SemisegError(f"{m.run}: predicts {m.plans.num_classes} classes from "
+                               f"{m.plans.num_input_channels} channels; {models[0].run} does not")
     return models
 
 

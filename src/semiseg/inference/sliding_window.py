@@ -64,7 +64,7 @@ def sliding_window_probs(nets: list, data, cfg: dict, step: float = 0.5, tta: bo
         raise SemisegError("predicting some slices only needs a 2D configuration")
     if slice_axis is not None:  # put the slice axis first; windows are one slice thick
         x = x.movedim(2 + slice_axis, 2)
-        if cfg.get("slice_position"):  # the PE(k) = k / T plane as the last channel
+        if Configuration(cfg).slice_position:  # the PE(k) = k / T plane as the last channel
             T = x.shape[2]
             pe = (torch.arange(T, dtype=x.dtype) / T).view(1, 1, T, 1, 1).expand(1, 1, T, *x.shape[3:])
             x = torch.cat([x, pe], 1)

@@ -207,6 +207,35 @@ class Plans(dict):
         return list(self["target_spacing"])
 
     @property
+    def dataset_path(self) -> Path:
+        """The raw dataset the plan was made from."""
+        return Path(self["dataset_path"])
+
+    @property
+    def channels(self) -> dict:
+        """dataset.json's channel names (``{"0": "MRI"}``): one image file per channel."""
+        return dict(self["channels"])
+
+    @property
+    def labels(self) -> dict:
+        """dataset.json's ``labels`` (name -> value, or region -> values)."""
+        return dict(self["labels"])
+
+    @property
+    def normalization(self) -> list[dict]:
+        """One normalisation scheme per channel (``scheme``, its statistics, ``use_mask``)."""
+        return list(self["normalization"])
+
+    @property
+    def resampling(self) -> dict:
+        return dict(self.get("resampling") or {})
+
+    @property
+    def forced_spacing(self) -> dict | None:
+        """``--forced-spacing`` of the plan (``spacing``, ``rule``), or None."""
+        return self.get("forced_spacing") or None
+
+    @property
     def inference_step(self) -> float:
         """The sliding-window step the plan predicts with (0.5; a student's 0.8)."""
         return float((self.get("inference") or {}).get("step", 0.5))

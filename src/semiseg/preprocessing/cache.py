@@ -45,19 +45,20 @@ def preprocess_arrays(image: np.ndarray, geom: Geometry, plans: dict, seg: np.nd
     """Crop, normalise and resample one case given as arrays. Returns (data, seg, properties).
 
     ``spacing`` overrides the plan's target spacing (forced inference spacing)."""
-    target = list(spacing or plans["target_spacing"])
+    plans = Plans(plans)
+    target = list(spacing or plans.target_spacing)
     bbox = nonzero_bbox(image)
     sl = bbox_slices(bbox)
     nz_mask = None
     cropped = image[(slice(None),) + sl]
-    if any(s.get("use_mask") for s in plans["normalization"]):
+    if any(s.get("use_mask") for s in plans.normalization):
         nz_mask = ndimage.binary_fill_holes(np.any(cropped != 0, axis=0))
-    data = normalize(cropped, plans["normalization"], nz_mask)
+    data = normalize(cropped, plans.normalization, nz_mask)
     old_sp = list(geom.spacing_zyx)
     shape = new_shape(data.shape[1:], old_sp, target)
-    rs = plans.get("resampling", {})
+    rs = plans.resampling
     data = resample_image(data, shape, old_sp, target, rs.get("image_order", 3),
-                          rs.get("anisotropic_z_order", 0), Plans(plans).anisotropy_threshold)
+                          rs.get("anisotropic_z_order", 0), plans.anisotropy_threshold)
     props = {"geometry": geom.to_dict(), "original_shape": list(image.shape[1:]), "bbox": bbox,
              "shape_after_crop": list(cropped.shape[1:]), "original_spacing": old_sp,
              "spacing": target, "shape": list(data.shape[1:])}
@@ -104,8 +105,8 @@ def _preprocess_case(args) -> tuple[str, str]:
     image, geom = read_case_image(case)
     seg = None
     if with_label:
-        lab = read_case_label(case, geom, declared_label_values(plans["labels"]))
-        seg = lab.astype(label_dtype(plans["num_classes"] - 1))
+        lab = read_case_label(case, geom, declared_label_values(Plans(plans).labels))
+        seg = lab.astype(label_dtype(Plans(plans).num_classes - 1))
     data, seg, props = preprocess_arrays(image, geom, plans, seg)
     del image
     save_npy(data, out_dir / f"{case.id}.npy")
@@ -127,7 +128,7 @@ def preprocess(work: str | Path, workers: int | None = None, progress: bool = Tr
     work = Path(work)
     plans = load_plans(work)
     split = load_split(work)
-    ds = load_dataset(plans["dataset_path"])
+    ds = load_dataset(plans.dataset_path)
     out_dir = work / "preprocessed"
     if out_dir.resolve() == ds.root.resolve() or ds.root.resolve() in out_dir.resolve().parents:
         raise SemisegError(f"{out_dir}: refusing to write inside the dataset folder")

@@ -35,7 +35,7 @@ from .core import annotated_slices, choose_references, propagate, soft_backgroun
 def _grid(model, image: np.ndarray, geom, axis: int):
     """The image preprocessed as the run's plan, except that the slice axis keeps its own spacing
     (annotated slices stay slices): (volume (C, S, H, W) with the slices first, properties)."""
-    target = list(model.plans["target_spacing"])
+    target = model.plans.target_spacing
     target[axis] = float(geom.spacing_zyx[axis])
     data, _, props = preprocess_arrays(image, geom, model.plans, None, target)
     return np.moveaxis(data, 1 + axis, 1), props
@@ -172,8 +172,8 @@ def propagate_file(run, images: list, out, labels=None, slices: list[int] | None
         raise SemisegError(f"{out}: the output would overwrite an input; choose another -o")
     device = default_device(device)
     model = load_propagation_run(run, device, checkpoint)
-    if len(images) != len(model.plans["channels"]):
-        raise SemisegError(f"{run}: the model takes {len(model.plans['channels'])} channel file(s), "
+    if len(images) != len(model.plans.channels):
+        raise SemisegError(f"{run}: the model takes {len(model.plans.channels)} channel file(s), "
                            f"{len(images)} given")
     image, geom = read_case_image(Case("input", [open_series(i, series_uid) if is_dicom_folder(i) else Path(i)
                                                  for i in images]))

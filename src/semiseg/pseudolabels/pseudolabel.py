@@ -125,12 +125,12 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
     models = load_models(runs, checkpoint, nets, dev, backend)
     p0 = models[0].plans
     n_members = sum(len(m.nets) * len(_flip_sets(m, tta_members)) for m in models)
-    cases = list_input_cases(in_dir, p0["num_input_channels"])
+    cases = list_input_cases(in_dir, p0.num_input_channels)
     ids = sorted(cases)[part_id::num_parts]
     ending = p0.get("file_ending", ".nii.gz")
     names = Plans(p0).class_names()
-    dtype = label_dtype(p0["num_classes"] - 1)
-    keep_largest = postprocessing.component_classes(models[0].settings.get("largest_component"), p0["num_classes"])
+    dtype = label_dtype(p0.num_classes - 1)
+    keep_largest = postprocessing.component_classes(models[0].settings.get("largest_component"), p0.num_classes)
     (out_dir / "scores").mkdir(parents=True, exist_ok=True)
     if overwrite or not table_complete(out_dir, cases):  # work remains: an older table is not this one
         (out_dir / "scores.csv").unlink(missing_ok=True)
@@ -149,7 +149,7 @@ def pseudolabel_folder(runs: list[str], in_dir, out_dir, checkpoint: str = "best
         axis = lowest_resolution_axis(geom.spacing_zyx)
         row = {"case": cid, "members": len(labels), "slice_axis": "zyx"[axis]}
         if len(labels) > 1:  # one member has nothing to agree with: its scan gets the entropy alone
-            row.update(consensus_scores(labels, avg, p0["num_classes"], axis, names))
+            row.update(consensus_scores(labels, avg, p0.num_classes, axis, names))
         row["entropy"] = mean_entropy(probs, labels)
         if keep_largest:  # the first run's postprocessing choice, after the scores (they measure agreement)
             avg = keep_largest_component(avg, keep_largest)

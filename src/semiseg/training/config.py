@@ -186,9 +186,9 @@ class TrainConfig:
                 raise SemisegError("--slice-position is for 2D configurations (--config 2d)")
             cfg["slice_position"] = True
         if self.patch_size:
-            if len(self.patch_size) != len(cfg["patch_size"]):
-                raise SemisegError(f"--patch-size needs {len(cfg['patch_size'])} values for {self.configuration}")
-            cfg = repatch(cfg, list(self.patch_size), plans["target_spacing"])
+            if len(self.patch_size) != len(cfg.patch_size):
+                raise SemisegError(f"--patch-size needs {len(cfg.patch_size)} values for {self.configuration}")
+            cfg = repatch(cfg, list(self.patch_size), Plans(plans).target_spacing)
         if self.batch_size:
             cfg["batch_size"] = int(self.batch_size)
         return Configuration(cfg)
@@ -197,4 +197,4 @@ class TrainConfig:
 def input_channels(plans: dict, cfg: dict) -> int:
     """The networks' input channels: the plan's (after CT windowing) and, with the slice positional
     encoding, its constant plane PE(k) = k / T as one more (the last)."""
-    return int(plans["num_input_channels"]) + int(bool(cfg.get("slice_position")))
+    return Plans(plans).num_input_channels + int(Configuration(cfg).slice_position)

@@ -163,7 +163,7 @@ def prepare(work: Path, run: Path, cfg: TrainConfig, resume: bool, progress: boo
             raise SemisegError(f"{run}: already holds a run; use --resume to continue it or choose another -o")
         if resume and not (run / "checkpoints" / "latest.pt").exists():
             raise SemisegError(f"{run}: nothing to resume (no checkpoints/latest.pt)")
-        if run.resolve() == work.resolve() or run.resolve() == Path(plans["dataset_path"]).resolve():
+        if run.resolve() == work.resolve() or run.resolve() == plans.dataset_path.resolve():
             raise SemisegError(f"{run}: the run folder must not be the work or dataset folder")
     if resume:  # the run's own configuration wins
         cfg = TrainConfig.from_dict(read_json(run / "config.json", "run configuration"))
@@ -234,7 +234,7 @@ def build(s: Setup) -> Parts:
     method.setup(nets)
     optims = {k: make_optimizer(cfg, nets[k].parameters()) for k, v in specs.items() if v.trainable}
     train_nets = {k: distributed.wrap(n, s.world, s.local, s.device) if k in optims else n for k, n in nets.items()}
-    batch = s.net_cfg["batch_size"]
+    batch = s.net_cfg.batch_size
     ubatch = cfg.unlabeled_batch if cfg.unlabeled_batch is not None else method.unlabeled_batch(batch)
     notes = []
     if ubatch and not s.unlabeled and cfg.unlabeled_batch is None:
@@ -245,7 +245,7 @@ def build(s: Setup) -> Parts:
     if data is not None:  # a method with its own samples (the propagation network's triplets)
         batch, ubatch = data.B, 0
     else:
-        data = PatchBatches(s.work, s.labeled + s.pseudo, s.net_cfg, s.plans["target_spacing"], batch, cfg.seed,
+        data = PatchBatches(s.work, s.labeled + s.pseudo, s.net_cfg, s.plans.target_spacing, batch, cfg.seed,
                             cfg.aug, cfg.fg_oversample, s.unlabeled, ubatch, s.rank, s.world, label_dirs=s.label_dirs,
                             pseudo_share=cfg.pseudo_share)
     ncpu = os.cpu_count() or 1
@@ -278,7 +278,7 @@ def start_log(s: Setup, p: Parts, st: TrainState, log: RunLog, resume: bool, val
             + (f" + {len(s.pseudo)} pseudo-labeled ({cfg.select} by {cfg.select_score} of "
                f"{len(s.pseudo_scores)} scored)" if cfg.pseudo_labels else "") + ", "
             f"{len(s.unlabeled)} unlabeled, {len(val)} validation cases; patch "
-            f"{getattr(p.data, 'patch', s.net_cfg['patch_size'])} batch {p.batch}"
+            f"{getattr(p.data, 'patch', s.net_cfg.patch_size)} batch {p.batch}"
             f"{f' + {p.ubatch} unlabeled' if p.ubatch else ''}; {s.world} process(es) on {s.device}; "
             f"{p.workers} loader worker(s); budget " + (f"{cfg.minutes:g} min" if cfg.minutes else "")
             + (f" {cfg.iterations} it" if cfg.iterations else ""))

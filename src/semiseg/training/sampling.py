@@ -62,7 +62,7 @@ class PatchBatches(torch.utils.data.Dataset):
             raise SemisegError("an unlabeled batch share was asked for but the split has no unlabeled cases")
         self.patch = list(patch_size or cfg["patch_size"])
         self.slice_axis = Configuration(cfg, patch_size=self.patch).slice_axis
-        self.slice_position = bool(cfg.get("slice_position")) and self.slice_axis is not None
+        self.slice_position = Configuration(cfg).slice_position and self.slice_axis is not None
         self.spacing = list(spacing)
         inplane_sp = [s for a, s in enumerate(self.spacing) if a != self.slice_axis] if self.slice_axis is not None \
             else self.spacing
