@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..data.checking import check_dataset
 from ..evaluation.metrics import evaluate, format_table
-from ..planning import load_split, plan
+from ..planning import Configuration, load_split, plan
 from ..preprocessing import preprocess
 from ..utils import write_json
 from .common import add_split_args, progress
@@ -28,15 +28,16 @@ def cmd_plan(a) -> int:
     s = load_split(a.out)
     print(f"{p['dataset']}: {len(s.labeled)} labeled, {len(s.unlabeled)} unlabeled, {len(s.val)} "
           f"validation cases ({s.how})")
-    print(f"target spacing (z, y, x) {[round(x, 4) for x in p['target_spacing']]} mm: {p['target_spacing_why']}")
-    for n in p["normalization"]:
+    print(f"target spacing (z, y, x) {[round(x, 4) for x in p.target_spacing]} mm: {p['target_spacing_why']}")
+    for n in p.normalization:
         print(f"channel {n['channel']}: {n['scheme']} - {n['why']}")
-    for name, c in p["configurations"].items():
-        g = c["gpu"]
-        print(f"{name}: patch {c['patch_size']} batch {c['batch_size']} stages {c['n_stages']} "
+    for name in p["configurations"]:
+        c = p.configuration(name)
+        g = Configuration(c["gpu"])
+        print(f"{name}: patch {c.patch_size} batch {c.batch_size} stages {c.n_stages} "
               f"(~{c['estimated_memory_gb']} GB, ~{c['estimated_seconds_per_iteration']} s/it on this CPU); "
-              f"on a {p['budget']['gpu']['memory_gb']:g} GB GPU: patch {g['patch_size']} batch {g['batch_size']} "
-              f"stages {g['n_stages']}")
+              f"on a {p['budget']['gpu']['memory_gb']:g} GB GPU: patch {g.patch_size} batch {g.batch_size} "
+              f"stages {g.n_stages}")
         print(f"    why: {c['why']}")
     print(f"wrote {a.out}/plans.json")
     return 0

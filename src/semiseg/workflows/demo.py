@@ -73,9 +73,9 @@ class Demo:
         self.plans = plans = plan(self.ds, self.out / "work", workers=self.workers, progress=self.progress)
         self.split = load_split(self.out / "work")
         c3, c2 = plans.configuration("3d"), plans.configuration("2d")
-        self.log(f"[demo] plan: target spacing {plans['target_spacing']} (z, y, x) mm; "
-                 f"3d patch {c3['patch_size']} batch {c3['batch_size']} stages {c3['n_stages']}; "
-                 f"2d patch {c2['patch_size']} batch {c2['batch_size']}; "
+        self.log(f"[demo] plan: target spacing {plans.target_spacing} (z, y, x) mm; "
+                 f"3d patch {c3.patch_size} batch {c3.batch_size} stages {c3.n_stages}; "
+                 f"2d patch {c2.patch_size} batch {c2.batch_size}; "
                  f"labeled {len(self.split.labeled)}, unlabeled {len(self.split.unlabeled)}, "
                  f"val {len(self.split.val)}")
         counts = preprocess(self.out / "work", workers=self.workers, progress=self.progress)
