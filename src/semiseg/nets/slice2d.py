@@ -169,5 +169,5 @@ def transunet(cfg: dict, in_channels: int, out_channels: int, base_features: int
     the defaults (Pham et al.'s R50-ViT is 105 M: ``hidden_size`` 768, ``num_layers`` 12)."""
     _check_2d("transunet", cfg)
     pos = Configuration(cfg).slice_position
-    return TransUNet(in_channels - pos, out_channels, Configuration(cfg).patch_size, base_features, hidden_size, num_layers,
-                     num_heads, mlp_dim, pos)
+    return TransUNet(in_channels - pos, out_channels, Configuration(cfg).patch_size, base_features, hidden_size,
+                     num_layers, num_heads, mlp_dim, pos)
