@@ -74,11 +74,18 @@ def run_fingerprint(run: Path) -> dict:
             "best_weights": weights_sha(run / "checkpoints" / "best.pt")}
 
 
-def plans_sha(work: Path) -> str:
+MOVED = ("split",)  # plans.json fields moved out of it (the split lives in split.json alone)
+
+
+def plans_sha(work: Path) -> dict:
+    """SHA-256 of plans.json without its time stamp and dataset path (where the dataset lies, not how it
+    is planned): of the whole and of all but the fields moved out of it (MOVED), with its keys."""
     p = json.loads((work / "plans.json").read_text())
-    p.pop("created", None)  # a time stamp
-    p.pop("dataset_path", None)  # where the dataset lies, not how it is planned
-    return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()
+    p.pop("created", None)
+    p.pop("dataset_path", None)
+    kept = {k: v for k, v in p.items() if k not in MOVED}
+    return {"keys": sorted(p), "all": hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest(),
+            "without_moved": hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()}
 
 
 def main() -> int:
@@ -91,9 +98,18 @@ def main() -> int:
     a = ap.parse_args()
     if a.compare:
         old, new = (json.loads(Path(p).read_text()) for p in a.compare)
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = []
         for k in sorted(set(old) | set(new)):
-            print(f"{k}: {'DIFFERENT' if k in diff else 'identical'}")
+            o, n = old.get(k), new.get(k)
+            if k.startswith("plans_") and isinstance(o, dict) and isinstance(n, dict) and o != n:
+                same = o["without_moved"] == n["without_moved"]
+                gone, added = sorted(set(o["keys"]) - set(n["keys"])), sorted(set(n["keys"]) - set(o["keys"]))
+                print(f"{k}: {'identical but for the fields moved out' if same else 'DIFFERENT'} (removed: "
+                      f"{', '.join(gone) or 'none'}; added: {', '.join(added) or 'none'})")
+                diff += [] if same else [k]
+            else:
+                print(f"{k}: {'identical' if o == n else 'DIFFERENT'}")
+                diff += [] if o == n else [k]
         return 1 if diff else 0
     if not a.out:
         ap.error("give -o FILE or --compare OLD NEW")

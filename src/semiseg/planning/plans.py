@@ -212,9 +212,9 @@ class Plans(dict):
         return Path(self["dataset_path"])
 
     @property
-    def channels(self) -> dict:
-        """dataset.json's channel names (``{"0": "MRI"}``): one image file per channel."""
-        return dict(self["channels"])
+    def channels(self) -> list:
+        """The channels of dataset.json's ``channel_names``, in file order: one image file each."""
+        return list(self["channels"])
 
     @property
     def labels(self) -> dict:
