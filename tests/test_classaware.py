@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import train_config
 
-from semiseg.methods import create_method
+from semiseg.methods import StepContext, create_method
 from semiseg.methods.classaware import ClassGate
 from semiseg.methods.losses import dice_ce, partial_dice_ce
 from semiseg.utils import SemisegError
@@ -95,7 +95,7 @@ def test_mean_teacher_with_a_background_teacher_learns_only_from_labels():
     label = torch.randint(1, 3, (2, 16, 16, 16), generator=g)
     batch = {"image": torch.randn(2, 1, 16, 16, 16, generator=g), "label": label,
              "image_u": torch.randn(2, 1, 16, 16, 16, generator=g)}
-    out = m.losses(nets, batch, {"iteration": 0, "progress": 0.0})
+    out = m.losses(nets, batch, StepContext(0, 0.0, None))
     assert float(out["loss_pseudo"]) == pytest.approx(0.0, abs=1e-6) and out["classes_admitted"] == 0
 
 
@@ -114,7 +114,7 @@ def test_supervised_pseudo_labels_teach_only_the_trusted_classes():
     label = torch.zeros(2, 4, 5, 6, dtype=torch.long)  # the labels say background
     trusted = create_method("supervised", train_config(pseudo_classes=[1]))
     untrusting = create_method("supervised", train_config())
-    st = {"iteration": 0, "progress": 0.0}
+    st = StepContext(0, 0.0, None)
 
     def loss(method, logits, pseudo):
         return float(method.losses({"net": net}, {"image": logits, "label": label, "pseudo": torch.tensor(pseudo)},

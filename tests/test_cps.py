@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import train_config
 
-from semiseg.methods import create_method
+from semiseg.methods import StepContext, create_method
 from semiseg.methods.cps import CPSOptions, cps_weight, hard_agreement
 from semiseg.methods.losses import seg_loss
 from semiseg.nets import create_network
@@ -58,7 +58,7 @@ def _batch(seed=0):
 def test_loss_is_supervised_plus_lambda_times_cross_terms():
     m, nets = _pair(ramp=0, lambda_max=0.5)
     b = _batch()
-    out = m.losses(nets, b, {"progress": 0.5, "iteration": 0, "backward": None})
+    out = m.losses(nets, b, StepContext(0, 0.5, None))
     x = torch.cat([b["image"], b["image_u"]])
     with torch.no_grad():
         o1, o2 = nets["net1"](x), nets["net2"](x)
@@ -78,7 +78,7 @@ def test_loss_is_supervised_plus_lambda_times_cross_terms():
 
 def test_wait_period_is_supervised_only():
     m, nets = _pair(wait=0.5)
-    out = m.losses(nets, _batch(), {"progress": 0.2, "iteration": 0, "backward": None})
+    out = m.losses(nets, _batch(), StepContext(0, 0.2, None))
     assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
 
 
@@ -95,7 +95,7 @@ def test_gated_schedule_starts_the_ramp_where_the_gate_opened():
 def test_gate_keeps_training_supervised_until_the_labeled_dice_reaches_it():
     m, nets = _pair(gate=0.25, ramp=0)
     b = _batch()
-    out = m.losses(nets, b, {"progress": 0.1, "iteration": 0, "backward": None})
+    out = m.losses(nets, b, StepContext(0, 0.1, None))
     assert out["lambda"] == 0 and float(out["loss_cps_net1"]) == 0 and np.isnan(out["agreement_u"])
     assert 0 < out["labeled_dice"] < 0.25 and m.opened is None
     # perfect pseudo-labels on the labeled patches: the running mean goes 0.1, 0.19, 0.271 -> opens
@@ -104,20 +104,20 @@ def test_gate_keeps_training_supervised_until_the_labeled_dice_reaches_it():
         m._update_gate(lab, lab, lab, 2, 3, progress)
         assert (m.opened is None) == (k < 2)
     assert m.opened == 0.4 and m.quality == pytest.approx(0.271)
-    out = m.losses(nets, b, {"progress": 0.5, "iteration": 3, "backward": None})
+    out = m.losses(nets, b, StepContext(3, 0.5, None))
     assert out["lambda"] == 0.5 and float(out["loss_cps_net1"]) > 0 and 0 <= out["agreement_u"] <= 1
     m2, _ = _pair(gate=0.25, ramp=0)
     m2.load_state_dict(m.state_dict())
     assert (m2.quality, m2.opened) == (m.quality, m.opened)
     # no gate: open from the start, nothing to log
     m0, _ = _pair(ramp=0)
-    assert m0.opened == 0.0 and "labeled_dice" not in m0.losses(nets, b, {"progress": 0.0, "iteration": 0, "backward": None})
+    assert m0.opened == 0.0 and "labeled_dice" not in m0.losses(nets, b, StepContext(0, 0.0, None))
 
 def test_sequential_memory_mode_takes_the_same_step():
     grads = {}
     for mode in ("joint", "sequential"):
         m, nets = _pair(ramp=0, memory=mode)
-        out = m.losses(nets, _batch(), {"progress": 0.5, "iteration": 0, "backward": lambda t: t.backward()})
+        out = m.losses(nets, _batch(), StepContext(0, 0.5, lambda t: t.backward()))
         if out["loss"].requires_grad:
             out["loss"].backward()
         else:
@@ -133,7 +133,7 @@ def test_heterogeneous_pair_cnn_and_transformer():
     m, nets = _pair(partner="unetr", partner_options={"hidden_size": 48, "mlp_dim": 96, "num_heads": 4,
                                                        "feature_size": 8})
     assert type(nets["net2"]).__name__ == "UNETR" and type(nets["net1"]).__name__ == "HeadsAsList"
-    out = m.losses(nets, _batch(), {"progress": 1.0, "iteration": 0, "backward": None})
+    out = m.losses(nets, _batch(), StepContext(0, 1.0, None))
     out["loss"].backward()
     assert all(p.grad is not None for p in nets["net2"].parameters() if p.requires_grad)
 
