@@ -74,6 +74,15 @@ def write_markdown() -> None:
     MD.write_text("\n".join(out))
 
 
+def score_columns(ev: dict, tr: dict) -> dict:
+    """A row's score and cost columns from ``predict_and_score``'s result and a training's wall time
+    and peak RSS."""
+    return {"dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}",
+            "hd95": f"{ev['mean_over_regions']['hd95']:.2f}", "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
+            "predict_s_per_case": f"{ev['predict_s_per_case']:.2f}",
+            "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}"}
+
+
 def sh(args, check: bool = True, **kw):
     """Run ``semiseg ARGS`` in this interpreter (its environment: ``PYTHONPATH`` picks another
     checkout's package); exit with a message if it fails (``check=False``: return the process)."""

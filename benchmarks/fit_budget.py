@@ -31,7 +31,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from _common import CSV, DATA, HERE, append_rows, predict_and_score, prepared_work, sh, val_images
+from _common import CSV, DATA, HERE, append_rows, predict_and_score, prepared_work, score_columns, sh, val_images
 
 from semiseg.inference.postprocessing import describe
 from semiseg.planning.plans import load_plans
@@ -160,10 +160,7 @@ def main():
                        f"{', student plan' if a.student else ''})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
-           "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}",
-           "hd95": f"{ev['mean_over_regions']['hd95']:.2f}", "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
-           "predict_s_per_case": f"{ev['predict_s_per_case']:.2f}",
-           "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}",
+           **score_columns(ev, tr),
            "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} of {a.minutes:g} min (plan+preprocess "
                     f"done before, not counted); stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
                     f"{ev['per_class_text']}; {post}; fit args: {' '.join(a.fit_args) or 'defaults'}; "

@@ -25,7 +25,17 @@ import json
 import shutil
 import time
 
-from _common import DATA, HERE, append_rows, case_images, predict_and_score, prepared_work, sh, val_images
+from _common import (
+    DATA,
+    HERE,
+    append_rows,
+    case_images,
+    predict_and_score,
+    prepared_work,
+    score_columns,
+    sh,
+    val_images,
+)
 
 RECIPES = {
     "bcp": [("supervised", ["--supervised-mix", "copy-paste"]), ("mean-teacher", ["--mix", "copy-paste"])],
@@ -91,10 +101,7 @@ def main():
            "networks": f"{cfg['network']} ({a.config}{', student plan' if a.student else ''})",
            "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
-           "dsc": f"{ev['mean_over_regions']['dsc']:.4f}", "nsd": f"{ev['mean_over_regions']['nsd']:.4f}",
-           "hd95": f"{ev['mean_over_regions']['hd95']:.2f}", "train_peak_rss_mb": f"{tr['peak_rss_mb']:.0f}",
-           "predict_s_per_case": f"{ev['predict_s_per_case']:.2f}",
-           "predict_peak_rss_mb": f"{ev['predict_peak_rss_mb']:.0f}", "wall_s": f"{tr['wall_s']:.0f}",
+           **score_columns(ev, tr),
            "notes": f"subset {a.subset}; stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
                     f"{ev['per_class_text']}; train args: {' '.join(a.train_args) or 'defaults'}"}
     append_rows([row])
