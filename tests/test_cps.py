@@ -70,7 +70,8 @@ def test_loss_is_supervised_plus_lambda_times_cross_terms():
         cps = (seg_loss(part(o1, slice(2, 4)), p2[2:]) + seg_loss(part(o1, slice(0, 2)), p2[:2])
                + seg_loss(part(o2, slice(2, 4)), p1[2:]) + seg_loss(part(o2, slice(0, 2)), p1[:2]))
     assert float(out["loss"].detach()) == pytest.approx(float(sup + 0.5 * cps), rel=1e-5)
-    assert out["lambda"] == 0.5 and 0 <= out["agreement_u"] <= 1
+    n_cls = o1[0].shape[1]  # the unlabeled patches' agreement of the two networks' hard labels
+    assert out["lambda"] == 0.5 and out["agreement_u"] == pytest.approx(hard_agreement(p1[2:], p2[2:], n_cls))
     # the two networks start from different weights (Huang et al. 2022: same architecture, other initialisation)
     w1, w2 = nets["net1"].state_dict(), nets["net2"].state_dict()
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
@@ -190,3 +191,11 @@ def test_class_argmax_is_argmax_with_first_class_on_ties():
         for dim in (0, 1):
             assert torch.equal(class_argmax(x, dim), x.argmax(dim))
     assert class_argmax(torch.zeros(3, 2, 2), 0).eq(0).all()  # all tied: the first class
+
+
+def test_hard_agreement_is_the_mean_foreground_dice_of_classes_in_either_map():
+    a = torch.tensor([[1, 1, 0, 0, 2, 2]])
+    b = torch.tensor([[1, 0, 0, 0, 2, 2]])
+    assert hard_agreement(a, b, 3) == pytest.approx((2 / 3 + 1.0) / 2)  # class 1: 2*1/(2+1); class 2: 1
+    assert hard_agreement(a, torch.zeros_like(a), 3) == pytest.approx(0.0)  # both classes in a only
+    assert hard_agreement(torch.zeros_like(a), torch.zeros_like(a), 3) == 1.0  # no class in either
