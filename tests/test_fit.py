@@ -231,7 +231,9 @@ def test_learned_classes_are_read_by_name(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "plans.json").write_text(json.dumps({"num_classes": 4, "labels": {"background": 0, "RV": 1, "MYO": 2,
-                                                                             "LV": 3}}))
+                                                                             "LV": 3}, "num_input_channels": 1,
+                                                "target_spacing": [1, 1, 1], "normalization": [],
+                                                "configurations": {}}))
     (run / "summary.json").write_text(json.dumps({"best_iteration": 20, "iterations": 30}))
     (run / "metrics.csv").write_text("iteration,val_dice,val_dice_LV,val_dice_RV,val_dice_MYO\n"
                                      "10,0.3,0.9,0.1,0.1\n20,0.5,0.8,0.6,0.2\n30,0.4,0.7,0.1,0.6\n")

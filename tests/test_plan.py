@@ -189,3 +189,28 @@ def test_fingerprint_statistics_do_not_depend_on_workers(tmp_path, monkeypatch):
     b = fpmod.fingerprint(ds, split, workers=2, progress=False)
     assert a["intensity"] == b["intensity"]
     assert a["intensity"][0]["foreground"]["median"] != 0
+
+
+def test_a_plans_json_missing_what_readers_need_is_refused_by_name(tmp_path):
+    from semiseg.planning import load_plans
+
+    ds = make_dataset(tmp_path / "D")
+    plan(ds, tmp_path / "w", progress=False, workers=1)
+    f = tmp_path / "w" / "plans.json"
+    good = json.loads(f.read_text())
+    assert load_plans(tmp_path / "w").num_classes == good["num_classes"]
+    bad = dict(good)
+    del bad["target_spacing"]
+    bad["num_classes"] = "3"
+    bad["configurations"] = dict(good["configurations"], **{"3d": {k: v for k, v in
+                                                                  good["configurations"]["3d"].items()
+                                                                  if k != "patch_size"}})
+    f.write_text(json.dumps(bad))
+    with pytest.raises(SemisegError) as e:
+        load_plans(tmp_path / "w")
+    msg = str(e.value)
+    assert str(f) in msg and "num_classes (not an integer)" in msg and "target_spacing (missing)" in msg
+    assert "configurations.3d.patch_size (missing)" in msg
+    f.write_text("[1, 2]")
+    with pytest.raises(SemisegError, match="not a plans.json"):
+        load_plans(tmp_path / "w")

@@ -289,6 +289,35 @@ def first_labeled(work: str | Path, n: int) -> list[str]:
     return labeled[:n]
 
 
+PLANS_FIELDS = {"num_classes": int, "num_input_channels": int, "target_spacing": list, "labels": dict,
+                "normalization": list, "configurations": dict}  # what every reader relies on
+CONFIGURATION_FIELDS = {"patch_size": list, "batch_size": int, "n_stages": int, "features_per_stage": list,
+                        "pool_kernels": list, "conv_kernels": list}
+
+
+_KIND = {int: "an integer", list: "a list", dict: "an object"}
+
+
+def check_plans(plans: dict, where: str) -> Plans:
+    """``plans`` as :class:`Plans` once the fields every reader relies on are there with their types
+    (and each configuration's); else an error naming ``where`` and what is wrong."""
+    if not isinstance(plans, dict):
+        raise SemisegError(f"{where}: not a plans.json (a JSON object is expected)")
+    bad = [f"{k} ({'missing' if k not in plans else f'not {_KIND[t]}'})" for k, t in PLANS_FIELDS.items()
+           if not isinstance(plans.get(k), t) or isinstance(plans.get(k), bool)]
+    confs = plans.get("configurations")
+    for name, c in (confs.items() if isinstance(confs, dict) else ()):
+        if not isinstance(c, dict):
+            bad.append(f"configurations.{name} (not an object)")
+            continue
+        bad += [f"configurations.{name}.{k} ({'missing' if k not in c else f'not {_KIND[t]}'})"
+                for k, t in CONFIGURATION_FIELDS.items() if not isinstance(c.get(k), t) or isinstance(c.get(k), bool)]
+    if bad:
+        raise SemisegError(f"{where}: not a usable plans.json: {', '.join(bad[:6])} (run `semiseg plan` again)")
+    return Plans(plans)
+
+
 def load_plans(path: str | Path) -> Plans:
-    """The plans of a work or run folder (``PATH/plans.json``)."""
-    return Plans(read_json(Path(path) / "plans.json", "plans.json (run `semiseg plan` first)"))
+    """The plans of a work or run folder (``PATH/plans.json``), checked (:func:`check_plans`)."""
+    f = Path(path) / "plans.json"
+    return check_plans(read_json(f, "plans.json (run `semiseg plan` first)"), str(f))
