@@ -86,3 +86,29 @@ def test_a_commands_own_default_is_said_in_its_help(capsys):
 def test_train_fields_follow_the_command():
     assert "minutes" in {f.name for f in train_fields("train")}
     assert "minutes" not in {f.name for f in train_fields("fit")}
+
+
+@pytest.mark.parametrize("spacing, expect", [((1.0, 1.0, 2.0), "3d"), ((1.0, 1.0, 4.0), "2d")])
+def test_train_config_auto_decides_on_the_plan_as_fit_does(tmp_path, capsys, spacing, expect):
+    """``train --config auto``: 2D for thick slices (planning.choices, fit's rule), recorded in config.json
+    as the configuration chosen, with the 2D caps when the plan's patch or batch exceeds them."""
+    import json
+
+    from conftest import make_dataset
+
+    from semiseg.cli import main
+    from semiseg.planning import plan
+    from semiseg.planning.choices import SLICE_BATCH_MAX
+    from semiseg.preprocessing import preprocess
+
+    ds = make_dataset(tmp_path / "D", n=5, shape=(12, 24, 24), spacing_xyz=spacing)
+    plan(ds, tmp_path / "w", progress=False, workers=1)
+    preprocess(tmp_path / "w", workers=1, progress=False)
+    assert main(["train", str(tmp_path / "w"), "-o", str(tmp_path / "r"), "--config", "auto", "--iterations", "1",
+                 "--base-features", "4", "--amp", "off", "--workers", "0", "--val-every", "0", "--no-report",
+                 "-q"]) == 0
+    assert "--config auto: target spacing" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["configuration"] == expect
+    if expect == "2d":
+        assert cfg["batch_size"] is None or cfg["batch_size"] <= SLICE_BATCH_MAX

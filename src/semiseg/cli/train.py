@@ -10,6 +10,7 @@ import os
 
 from ..methods import create_method
 from ..planning import first_labeled, load_plans
+from ..planning.choices import choose_configuration, slice_overrides
 from ..training import TrainConfig, best_validation, train
 from ..training.options import add_train_flags, given_options
 from ..utils import read_json
@@ -28,6 +29,14 @@ def train_config(a, command: str = "train") -> TrainConfig:
     if isinstance(given.get("labeled"), int):
         load_plans(a.work)
         given["labeled"] = first_labeled(a.work, given["labeled"])
+    if given.get("configuration") == "auto":  # decided on the plan, as fit does; config.json keeps the choice
+        plans = load_plans(a.work)
+        given["configuration"], why = choose_configuration(plans)
+        caps = slice_overrides(plans.configuration("2d"), given) if given["configuration"] == "2d" else {}
+        given.update(caps)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"--config auto: {why}" + (f"; patch {caps['patch_size']} batch {caps['batch_size']}" if caps
+                                             else ""))
     if command == "selftrain":  # --select/--select-score are selftrain's round rule; its trainings take
         given["select"] = "all"  # the selected scans whole
     cfg = TrainConfig(**given)
@@ -142,7 +151,6 @@ def register(add) -> None:
     p.add_argument("--student", action="store_true", help="plan the small fast student plan (coarser spacing, "
                    "narrower network; Chen et al. 2023) instead of nnU-Net's")
     add_train_flags(p, "fit", defaults={"configuration": "auto"}, notes={
-        "configuration": "auto: 2d for thick-slice scans (target spacing's coarsest axis > 3x its finest), else 3d",
         "method": "a stage of the recipe that names its own method keeps it",
         "init": "the first training stage's (later stages start from the stage before)",
         "pseudo_labels": "for the stages that do not pseudo-label themselves",

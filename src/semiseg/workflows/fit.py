@@ -30,7 +30,8 @@ Recipes (``--recipe``; ``docs/benchmarks.md`` has the measurements that chose th
 
 Configuration (``configuration="auto"``, the default): the plan's 2D configuration for thick-slice
 scans (target spacing's coarsest axis > 3x its finest), else 3D; in 2D the patch sides are capped at
-160 pixels and the batch at 8 unless given (:func:`slice_overrides`), so a CPU budget gives enough steps.
+160 pixels and the batch at 8 unless given (:mod:`semiseg.planning.choices`, shared with ``train --config
+auto``), so a CPU budget gives enough steps.
 
 Every training stage validates like any time-budgeted run (:func:`semiseg.training.budget.validation_gap`):
 every tenth of its minutes, less often when validating is slow, so that it takes at most a tenth of the
@@ -64,7 +65,7 @@ from ..data.dataset import link_case_images
 from ..inference import postprocessing
 from ..methods import create_method
 from ..planning import first_labeled, load_plans, plan, split_cases
-from ..planning.spacing import ANISOTROPY_THRESHOLD, is_anisotropic
+from ..planning.choices import SLICE_BATCH_MAX, SLICE_PATCH_MAX, choose_configuration, slice_overrides
 from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
@@ -469,39 +470,10 @@ class Fit:
         return summ
 
 
-def choose_configuration(plans: dict) -> tuple[str, str]:
-    """``--config auto``: the 2D configuration for thick-slice scans (the plan's target spacing has its
-    coarsest axis more than 3x its finest, nnU-Net's anisotropy rule), else 3D; with why."""
-    sp = [float(x) for x in plans["target_spacing"]]
-    thick = is_anisotropic(sp)
-    return ("2d" if thick else "3d"), (f"target spacing {sp} mm: coarsest axis {max(sp) / min(sp):.1f}x the finest "
-                                       f"({'>' if thick else '<='} {ANISOTROPY_THRESHOLD:g}): "
-                                       f"{'thick slices: 2D' if thick else '3D'}")
-
-
 def final_stage(stages: dict, trained: list[str]) -> str:
     """The training stage whose model ``fit`` publishes: the last one, unless an earlier one scored a
     strictly higher best validation Dice (a student or semi-supervised stage that did not pay)."""
     return max(trained, key=lambda n: (stages[n].get("best_val_dice", float("-inf")), n == trained[-1]))
-
-
-SLICE_PATCH_MAX = 160  # fit's 2D patch side and labeled batch caps (measured; see slice_overrides)
-SLICE_BATCH_MAX = 8
-
-
-def slice_overrides(plan_cfg: dict, train: dict) -> dict:
-    """The patch and batch ``fit`` trains a 2D configuration with: the plan's, each patch side capped at
-    160 pixels and the batch at 8, unless the user gave ``--patch-size`` or ``--batch-size``. Why: the
-    plan fills its batch up to its seconds-per-step budget, which on a CPU leaves a short teacher too few
-    steps to learn every class; smaller patches and batches give it several times more (measured in
-    docs/benchmarks.md)."""
-    if train.get("patch_size") or train.get("batch_size"):
-        return {}
-    patch = [min(int(p), SLICE_PATCH_MAX) for p in plan_cfg["patch_size"]]
-    batch = min(int(plan_cfg["batch_size"]), SLICE_BATCH_MAX)
-    if patch == list(plan_cfg["patch_size"]) and batch == int(plan_cfg["batch_size"]):
-        return {}
-    return {"patch_size": patch, "batch_size": batch}
 
 
 def check_options(recipe: str, train_cfg: dict, method_options: dict) -> None:
