@@ -57,12 +57,20 @@ def restore_state(path: Path, nets: dict, optims: dict, scaler, method) -> Train
     return TrainState(it, elapsed, float(ck["best_val_dice"]), int(ck["best_iteration"]), last_validation=elapsed)
 
 
-def resume_or_restart(run: Path) -> bool:
-    """The rule of every command that trains into a run folder it may have started before (fit's
-    stages, selftrain's rounds): resume when the folder has a configuration and a ``latest.pt``
-    (True); else start afresh (False), removing a start that died before its first checkpoint."""
+FRESH, RESUMED, FINISHED = "fresh", "resumed", "finished"
+
+
+def run_state(run: Path) -> str:
+    """The life cycle of a run folder that a command trains into and may have started before (fit's
+    training stages, selftrain's rounds): ``finished`` (it has its ``summary.json``), ``resumed`` (a
+    configuration and a ``latest.pt``: training continues from it), else ``fresh`` (a start that died
+    before its first checkpoint is removed)."""
     run = Path(run)
-    resume = (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists()
-    if not resume and run.exists():
+    if (run / "summary.json").exists() and (run / "config.json").exists():
+        return FINISHED
+    if (run / "checkpoints" / "latest.pt").exists() and (run / "config.json").exists():
+        return RESUMED
+    if run.exists():
         shutil.rmtree(run)
-    return resume
+    return FRESH
+

@@ -70,7 +70,7 @@ from ..preprocessing.cache import preprocess
 from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..training import TrainConfig, train
 from ..training.config import CLASS_GATE
-from ..training.state import resume_or_restart
+from ..training.state import FINISHED, FRESH, RESUMED, run_state
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
 
@@ -220,12 +220,14 @@ class Fit:
             if "minutes" not in st and "iterations" not in st:  # fixed once, so a resumed stage keeps its budget
                 self.fix_budget(st, stage, name, prev, training_left, span_start, reserve_min, beat)
             cfg = self.stage_config(st, stage, name, prev, pseudo)
-            resume = resume_or_restart(run)
+            state = run_state(run)
             size = f"{st['iterations']} steps" if "iterations" in st else f"{st['minutes']:g} min"
-            self.log(f"{name}: {'resuming' if resume else 'training'} {cfg.get('method', 'supervised')} "
+            doing = {FRESH: "training", RESUMED: "resuming", FINISHED: "finished earlier (its run kept):"}[state]
+            self.log(f"{name}: {doing} {cfg.get('method', 'supervised')} "
                      f"for {size}" + (f", on probation: it must beat {beat:.4f} by {stage.probation:.0%} of it"
                                       if st.get("give_up") else "") + f" -> {run}")
-            summ = train(work, run, TrainConfig.from_dict(cfg), resume=resume, progress=self.progress)
+            summ = read_json(run / "summary.json", "run summary") if state == FINISHED else \
+                train(work, run, TrainConfig.from_dict(cfg), resume=state == RESUMED, progress=self.progress)
             return {"run": str(run), "iterations": summ["iterations"], "best_val_dice": summ["best_val_dice"],
                     "best_iteration": summ["best_iteration"], "train_seconds": summ["elapsed_s"],
                     "gave_up": bool(summ.get("gave_up")), "amp": summ.get("amp")}

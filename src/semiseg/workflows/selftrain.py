@@ -37,19 +37,19 @@ from ..pseudolabels.pseudolabel import pseudolabel_folder
 from ..pseudolabels.selection import parse_select, read_scores, select_cases
 from ..training import TrainConfig, train
 from ..training.records import record_earlier_run
-from ..training.state import resume_or_restart
+from ..training.state import FINISHED, RESUMED, run_state
 from ..utils import SemisegError, atomic_path, read_json, write_json
 
 HIST_BINS = [0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 1.0001]
 
 
 def _train_round(work: Path, run: Path, cfg: TrainConfig, progress: bool, log) -> dict:
-    if (run / "summary.json").exists():
+    state = run_state(run)
+    if state == FINISHED:
         log(f"{run}: finished, kept")
         return read_json(run / "summary.json", "run summary")
-    resume = resume_or_restart(run)
-    log(f"{run}: {'resuming' if resume else 'training'}")
-    return train(work, run, cfg, resume=resume, progress=progress)
+    log(f"{run}: {'resuming' if state == RESUMED else 'training'}")
+    return train(work, run, cfg, resume=state == RESUMED, progress=progress)
 
 
 def _histogram(values) -> list[int]:
