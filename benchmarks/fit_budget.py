@@ -14,6 +14,7 @@ of results.csv.
     python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --seed 0 -- --config 2d
     python benchmarks/fit_budget.py --dataset ACDC --subset labeled_7 --minutes 30 --tag adamw -- --optimizer adamw --lr 3e-3
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --minutes 30 --seed 2 --resume
+    python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --iterations 3000 -- --amp bf16
     python benchmarks/fit_budget.py --dataset LA --subset labeled_8 --student --plot benchmarks/fit_la8.png
 
 ``--recipe`` runs fit's other recipes (``supervised`` is the baseline in the same budget). This
@@ -101,6 +102,10 @@ def main():
     ap.add_argument("--dataset", default="LA")
     ap.add_argument("--subset", default="labeled_8", help="key of ssl_labeled_subsets.json")
     ap.add_argument("--minutes", type=float, default=30, help="total budget of every stage together")
+    ap.add_argument("--iterations", type=int, metavar="N", help="instead of --minutes: a budget of N training steps "
+                    "(fit --iterations): a fit's teacher and its supervised twin of one seed then train on the same "
+                    "batches at learning rates equal but for rounding, so the comparison is free of the wall "
+                    "clock's noise (pin --amp in the fit args for the same precision too)")
     ap.add_argument("--recipe", default=DEFAULT_RECIPE, help=f"a fit recipe (default fit's: {DEFAULT_RECIPE})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--student", action="store_true", help="the work folder of the student plan")
@@ -118,13 +123,16 @@ def main():
 
     work = prepared_work(a.dataset, student=a.student)
     config = a.fit_args[a.fit_args.index("--config") + 1] if "--config" in a.fit_args else "auto"
-    name = f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{a.minutes:g}min-s{a.seed}{'-' + a.tag if a.tag else ''}"
+    budget = f"{a.iterations}it" if a.iterations else f"{a.minutes:g}min"
+    name = (f"{a.dataset}-{a.subset}-{config}{'-student' if a.student else ''}-fit-{a.recipe}-{budget}-s{a.seed}"
+            f"{'-' + a.tag if a.tag else ''}")
     run = HERE / "_work" / "runs" / name
     resumed = a.resume and (run / "fit.json").exists()
     if not resumed:
         shutil.rmtree(run, ignore_errors=True)
     with ResourceSampler(interval=0.5) as s:
-        sh(["fit", work, "-o", run, "--minutes", a.minutes, "--recipe", a.recipe, "--seed", a.seed,
+        sh(["fit", work, "-o", run, *(["--iterations", a.iterations] if a.iterations else ["--minutes", a.minutes]),
+            "--recipe", a.recipe, "--seed", a.seed,
             "--labeled-list", DATA / a.dataset / "ssl_labeled_subsets.json", "--labeled-key", a.subset, "-q",
             *a.fit_args])
     tr = s.result()
@@ -158,10 +166,11 @@ def main():
            "unlabeled": summ["unlabeled"] + summ.get("pseudo_labeled", 0), "method": f"fit {a.recipe}",
            "networks": f"{cfg['network']} ({cfg['configuration']}{', chosen by --config auto' if config == 'auto' else ''}"
                        f"{', student plan' if a.student else ''})",
-           "budget_min": a.minutes, "iterations": summ["iterations"], "seed": a.seed,
+           "budget_min": "" if a.iterations else a.minutes, "iterations": summ["iterations"], "seed": a.seed,
            "split": f"splits.json fold 0 val ({summ['val']} cases)",
            **score_columns(ev, tr),
-           "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} of {a.minutes:g} min (plan+preprocess "
+           "notes": f"subset {a.subset}; used {summ['fit']['used_minutes']} min"
+                    f"{f' for a budget of {a.iterations} steps' if a.iterations else f' of {a.minutes:g} min'} (plan+preprocess "
                     f"done before, not counted); stages: {' -> '.join(done)}; NSD tol {a.tolerance} mm; "
                     f"{ev['per_class_text']}; {post}; fit args: {' '.join(a.fit_args) or 'defaults'}; "
                     f"{len(os.sched_getaffinity(0))} core(s) for the fit and its scoring"
