@@ -148,17 +148,19 @@ class TransUNet(nn.Module):
         return self.head(y, pos)
 
 
-def _check_2d(name: str, cfg: dict):
-    if not Configuration(cfg).is_2d:
+def _check_2d(name: str, cfg: dict) -> Configuration:
+    """``cfg`` as a Configuration, once it is 2D with sides divisible by 16."""
+    cfg = Configuration(cfg)
+    if not cfg.is_2d:
         raise SemisegError(f"network {name!r} is 2D: use --config 2d")
-    require_divisible(name, Configuration(cfg).patch_size, 16)
+    require_divisible(name, cfg.patch_size, 16)
+    return cfg
 
 
 @register("deeplabv3plus")
 def deeplabv3plus(cfg: dict, in_channels: int, out_channels: int, base_features: int = 16, aspp_features: int = 32):
     """DeepLabV3+-like CNN (2D; the patch divisible by 16); ~1.3 M parameters at the defaults."""
-    _check_2d("deeplabv3plus", cfg)
-    pos = Configuration(cfg).slice_position
+    pos = _check_2d("deeplabv3plus", cfg).slice_position
     return DeepLabV3Plus(in_channels - pos, out_channels, base_features, aspp_features, pos)
 
 
@@ -167,7 +169,7 @@ def transunet(cfg: dict, in_channels: int, out_channels: int, base_features: int
               num_layers: int = 4, num_heads: int = 8, mlp_dim: int = 512):
     """TransUNet-like CNN + Transformer hybrid (2D; the patch divisible by 16); ~3.4 M parameters at
     the defaults (Pham et al.'s R50-ViT is 105 M: ``hidden_size`` 768, ``num_layers`` 12)."""
-    _check_2d("transunet", cfg)
-    pos = Configuration(cfg).slice_position
-    return TransUNet(in_channels - pos, out_channels, Configuration(cfg).patch_size, base_features, hidden_size,
+    cfg = _check_2d("transunet", cfg)
+    pos = cfg.slice_position
+    return TransUNet(in_channels - pos, out_channels, cfg.patch_size, base_features, hidden_size,
                      num_layers, num_heads, mlp_dim, pos)

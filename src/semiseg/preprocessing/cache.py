@@ -105,8 +105,9 @@ def _preprocess_case(args) -> tuple[str, str]:
     image, geom = read_case_image(case)
     seg = None
     if with_label:
-        lab = read_case_label(case, geom, declared_label_values(Plans(plans).labels))
-        seg = lab.astype(label_dtype(Plans(plans).num_classes - 1))
+        typed = Plans(plans)
+        lab = read_case_label(case, geom, declared_label_values(typed.labels))
+        seg = lab.astype(label_dtype(typed.num_classes - 1))
     data, seg, props = preprocess_arrays(image, geom, plans, seg)
     del image
     save_npy(data, out_dir / f"{case.id}.npy")

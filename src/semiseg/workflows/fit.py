@@ -80,9 +80,9 @@ def learned_classes(run: Path, gate: float) -> list[int]:
     validation row of ``metrics.csv`` at the best iteration (its last validation when none matches)."""
     best = read_json(run / "summary.json", "run summary")["best_iteration"]
     names = load_plans(run).class_names()
-    pp = run / postprocessing.FILE
-    if pp.exists() and read_json(pp, "postprocessing choice").get("iteration") == best:
-        dice = read_json(pp, "postprocessing choice")["val_dice"]
+    pp = read_json(run / postprocessing.FILE, "postprocessing choice") if (run / postprocessing.FILE).exists() else {}
+    if pp.get("iteration") == best:
+        dice = pp["val_dice"]
     else:
         rows = [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_dice")]
         row = next((r for r in rows if int(r["iteration"]) == best), rows[-1] if rows else {})
